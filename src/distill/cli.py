@@ -1,0 +1,129 @@
+"""The `distill` command line: run, eval, report, list, demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distill.errors import DistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a slow or large teacher into a fast or small student.")
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _fail(err: DistillError) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def print_eval_table(eval_data: dict, title: str) -> None:
+    from distill.report import format_table
+
+    rows = format_table(eval_data)
+    table = Table(title=title, show_lines=False)
+    for header in rows[0]:
+        table.add_column(header, justify="right" if header not in ("model", "sampler") else "left")
+    for row in rows[1:]:
+        style = "bold green" if row[0] != "teacher" else None
+        table.add_row(*row, style=style)
+    console.print(table)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="run config YAML")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides: train.steps=200 eval.nfe=[1,2,4]")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>)")] = None,
+    force: Annotated[bool, typer.Option(help="resume a run dir even if its config differs")] = False,
+) -> None:
+    """Train, evaluate and report one run; re-running the same command resumes it."""
+    import json
+
+    from distill.config import load_config
+    from distill.runner import run as run_
+
+    try:
+        cfg = load_config(config, overrides or [])
+        result = run_(cfg, run_dir, force=force)
+    except DistillError as err:
+        _fail(err)
+        return
+    if result.rows:
+        print_eval_table(json.loads((result.run_dir / "eval.json").read_text()), cfg.name)
+        console.print(f"report: {result.report}")
+
+
+@app.command("eval")
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
+    """Re-evaluate a run's exported student beside its teacher (eval.json, report.html)."""
+    import json
+
+    from distill.runner import evaluate_run
+
+    try:
+        evaluate_run(run_dir)
+    except DistillError as err:
+        _fail(err)
+    print_eval_table(json.loads((run_dir / "eval.json").read_text()), run_dir.name)
+    console.print(f"report: {run_dir / 'report.html'}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Rewrite report.html from the run's metrics, eval.json and samples."""
+    from distill.report import write_report
+
+    try:
+        path = write_report(run_dir)
+    except DistillError as err:
+        _fail(err)
+        return
+    console.print(f"report: {path}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Registered methods, datasets, models and teacher sources, with the paper each implements."""
+    import distill.components  # noqa: F401
+    from distill.registry import DATASETS, METHODS, MODELS, TEACHERS
+
+    for registry in (METHODS, DATASETS, MODELS, TEACHERS):
+        table = Table(title=f"{registry.kind}s", title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("what it does")
+        table.add_column("paper")
+        for entry in registry:
+            table.add_row(entry.name, entry.summary, entry.paper or "—")
+        console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where the demo runs go")] = Path("runs/demo"),
+    dataset: Annotated[str, typer.Option(help="toy dataset")] = "8gaussians",
+) -> None:
+    """Train (or load from cache) a toy flow teacher, distil it with ode-pairs and progressive,
+    and print the comparison table."""
+    from distill.demo import run_demo
+
+    try:
+        run_demo(out, dataset, console)
+    except DistillError as err:
+        _fail(err)
+
+
+def main() -> None:  # pragma: no cover
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,5 @@
+"""Imports every built-in component so its registry entries exist (configs name them)."""
+
+from distill import data  # noqa: F401  (datasets: toy2d, file)
+from distill.diffusion import methods, teachers  # noqa: F401  (methods, teacher sources)
+from distill.models import mlp  # noqa: F401  (backbones)

@@ -1,0 +1,124 @@
+"""The classic 2-D toy distributions used to test generative models (FFJORD-style benchmarks).
+
+Every sampler is a pure function `sample_<name>(n, generator) -> (n, 2)` float32 tensor,
+deterministic given the generator's state. All of them live roughly in [-2, 2]^2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import Field, create_model
+
+from distill.data.base import DatasetConfig, PointData
+from distill.registry import DATASETS
+
+Sampler = Callable[[int, torch.Generator], torch.Tensor]
+
+EIGHT_GAUSSIANS_RADIUS = 2.0
+EIGHT_GAUSSIANS_STD = 0.1
+
+
+def _normal(n: int, generator: torch.Generator, dim: int = 2) -> torch.Tensor:
+    """Standard normal draws, (n, dim)."""
+    return torch.randn(n, dim, generator=generator)
+
+
+def _uniform(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform draws on [0, 1), (n,)."""
+    return torch.rand(n, generator=generator)
+
+
+def eight_gaussians_modes() -> torch.Tensor:
+    """The 8 centres, evenly spaced on the circle of radius 2 starting at angle 0: (8, 2)."""
+    angles = torch.arange(8, dtype=torch.float32) * (2 * math.pi / 8)
+    return EIGHT_GAUSSIANS_RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)
+
+
+def sample_8gaussians(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Equal mixture of 8 isotropic Gaussians (std 0.1) centred on a circle of radius 2: (n, 2)."""
+    which = torch.randint(0, 8, (n,), generator=generator)
+    return eight_gaussians_modes()[which] + EIGHT_GAUSSIANS_STD * _normal(n, generator)
+
+
+def sample_checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform on the 8 filled cells of a 4x4 checkerboard over [-2, 2]^2 (cell (i, j) filled
+    when i + j is even): (n, 2)."""
+    cells = torch.tensor([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])
+    which = torch.randint(0, len(cells), (n,), generator=generator)
+    corner = cells[which].float() - 2.0
+    return corner + torch.rand(n, 2, generator=generator)
+
+
+def sample_moons(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Two interleaved half circles (upper: centre (0, 0); lower: centre (1, 0.5)), Gaussian noise
+    std 0.05, then centred and scaled by 1.3: (n, 2)."""
+    t = math.pi * _uniform(n, generator)
+    lower = torch.randint(0, 2, (n,), generator=generator).bool()
+    x = torch.where(lower, 1.0 - t.cos(), t.cos())
+    y = torch.where(lower, 0.5 - t.sin(), t.sin())
+    points = torch.stack([x - 0.5, y - 0.25], dim=1) + 0.05 * _normal(n, generator)
+    return 1.3 * points
+
+
+def sample_swissroll(n: int, generator: torch.Generator) -> torch.Tensor:
+    """2-D swiss roll (t cos t, t sin t), t uniform on [1.5 pi, 4.5 pi], scaled by 1/7 so it fits
+    [-2, 2]^2, plus Gaussian noise std 0.05: (n, 2)."""
+    t = 1.5 * math.pi * (1.0 + 2.0 * _uniform(n, generator))
+    points = torch.stack([t * t.cos(), t * t.sin()], dim=1) / 7.0
+    return points + 0.05 * _normal(n, generator)
+
+
+def sample_spirals(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Two interleaved Archimedean spirals r = t, t in [0, 3 pi] (density ~ sqrt-uniform in t),
+    the second rotated by pi, scaled to radius 2, plus Gaussian noise std 0.05: (n, 2)."""
+    t = 3 * math.pi * _uniform(n, generator).sqrt()
+    sign = 1.0 - 2.0 * torch.randint(0, 2, (n,), generator=generator).float()
+    points = sign[:, None] * torch.stack([t * t.cos(), t * t.sin()], dim=1) * (2 / (3 * math.pi))
+    return points + 0.05 * _normal(n, generator)
+
+
+def sample_rings(n: int, generator: torch.Generator) -> torch.Tensor:
+    """4 concentric circles of radius 0.5, 1, 1.5, 2, each chosen with probability 1/4, uniform
+    angle, plus Gaussian noise std 0.04: (n, 2)."""
+    radius = 0.5 * (1 + torch.randint(0, 4, (n,), generator=generator).float())
+    angle = 2 * math.pi * _uniform(n, generator)
+    points = radius[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
+    return points + 0.04 * _normal(n, generator)
+
+
+SAMPLERS: dict[str, tuple[Sampler, str]] = {
+    "8gaussians": (sample_8gaussians, "8 Gaussians (std 0.1) on a circle of radius 2"),
+    "checkerboard": (sample_checkerboard, "uniform on 8 squares of a 4x4 checkerboard on [-2,2]^2"),
+    "moons": (sample_moons, "two interleaved half circles"),
+    "swissroll": (sample_swissroll, "2-D swiss roll"),
+    "spirals": (sample_spirals, "two interleaved spirals"),
+    "rings": (sample_rings, "4 concentric rings"),
+}
+
+
+class ToyConfig(DatasetConfig):
+    """Fields shared by every toy 2-D dataset; train uses `seed`, test uses `seed + 1`."""
+
+    n: int = Field(50_000, gt=0, description="number of training points")
+    n_test: int = Field(10_000, gt=0, description="number of held-out test points")
+    seed: int = 0
+
+    def build(self) -> PointData:
+        sampler, _ = SAMPLERS[self.name]
+        train = sampler(self.n, torch.Generator().manual_seed(self.seed))
+        test = sampler(self.n_test, torch.Generator().manual_seed(self.seed + 1))
+        if self.name == "8gaussians":
+            return PointData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD)
+        return PointData(self.name, train, test)
+
+
+TOY_CONFIGS: dict[str, type[ToyConfig]] = {}
+for _name, (_sampler, _summary) in SAMPLERS.items():
+    _config = create_model(
+        f"Toy_{_name}_Config", __base__=ToyConfig, __module__=__name__, name=(Literal[_name], _name)
+    )
+    TOY_CONFIGS[_name] = DATASETS.register(_name, summary=_summary, paper="")(_config)

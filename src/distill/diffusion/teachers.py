@@ -1,0 +1,84 @@
+"""Where a run's teacher comes from: a finished run, or a recipe trained once and cached.
+
+    teacher: {name: run, path: runs/teacher-8gaussians}
+    teacher: {name: recipe, config: teacher-8gaussians.yaml}
+
+A recipe is a teacher-training config; it is trained the first time it is asked for and
+cached under $DISTILL_CACHE (default ~/.cache/distill) by the hash of its resolved config,
+so demos and tests never retrain the same teacher.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.export import load_denoiser
+from distill.errors import ConfigError
+from distill.registry import TEACHERS
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
+
+
+class TeacherSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+    def load(self) -> tuple[Denoiser, dict[str, Any]]:
+        """The frozen teacher denoiser and its export config."""
+        raise NotImplementedError
+
+
+@TEACHERS.register("run", summary="the exported model of a finished run directory")
+class RunTeacher(TeacherSource):
+    name: Literal["run"] = "run"
+    path: Path
+
+    def load(self) -> tuple[Denoiser, dict[str, Any]]:
+        if not self.path.exists():
+            raise ConfigError(f"teacher.path: {self.path} does not exist; train a teacher first "
+                              "(distill run configs/toy2d/teacher-8gaussians.yaml)")
+        export = self.path / "student" if (self.path / "student").is_dir() else self.path
+        return load_denoiser(export)
+
+
+@TEACHERS.register("recipe", summary="train a teacher config once, cached by its config hash")
+class RecipeTeacher(TeacherSource):
+    name: Literal["recipe"] = "recipe"
+    config: Path = Field(description="a teacher-training config (method.name: teacher)")
+    overrides: list[str] = Field(default_factory=list)
+
+    def run_dir(self) -> Path:
+        """The cache directory this recipe trains into: named by its config hash."""
+        from distill.config import config_hash, load_config
+
+        cfg = load_config(self.config, self.overrides)
+        return cache_root() / "teachers" / f"{cfg.name}-{config_hash(cfg)}"
+
+    def load(self) -> tuple[Denoiser, dict[str, Any]]:
+        from distill.config import load_config
+        from distill.runner import run
+
+        path = self.config
+        cfg = load_config(path, self.overrides)
+        if cfg.method.name != "teacher":
+            raise ConfigError(f"teacher.config: {path} trains method {cfg.method.name!r}, "
+                              "not a teacher (method.name: teacher)")
+        run_dir = self.run_dir()
+        if not (run_dir / "student" / "config.json").exists():
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ConfigError(f"teacher recipe {path} is not trained yet; train it in one "
+                                  f"process first: distill run {path} --run-dir {run_dir}")
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(run_dir) + ".lock"):
+                if not (run_dir / "student" / "config.json").exists():
+                    print(f"[distill] training teacher {cfg.name} once; cached in {run_dir}")
+                    run(cfg, run_dir, evaluate=False)
+        return load_denoiser(run_dir / "student")

@@ -1,0 +1,162 @@
+"""Sample-based distances between two point sets a: (N, D) and b: (M, D).
+
+All pairwise computations are done in float64 in row chunks of at most `CHUNK_ELEMENTS` pairs,
+so 10k x 10k sets never hold more than a few tens of MB at once. Every function returns a float.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+CHUNK_ELEMENTS = 2**20  # pairs per chunk: 8 MB of float64; with temporaries well under 64 MB
+
+
+def _as_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a: (N, D), b: (M, D) and return both as float64 on a's device."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"expected point sets (N, D) and (M, D), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"need at least 2 points in each set, got {a.shape[0]} and {b.shape[0]}")
+    return a.detach().to(torch.float64), b.detach().to(device=a.device, dtype=torch.float64)
+
+
+def _pair_mean(
+    x: torch.Tensor, y: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], same: bool
+) -> float:
+    """Mean of fn(|x_i - y_j|^2) over all pairs, or over i != j when `same` (x is y, a U-statistic).
+
+    x: (N, D), y: (M, D) float64; fn maps squared distances elementwise.
+    """
+    n, m = x.shape[0], y.shape[0]
+    rows = max(1, CHUNK_ELEMENTS // m)
+    y_sq = (y * y).sum(1)
+    total = 0.0
+    for start in range(0, n, rows):
+        chunk = x[start : start + rows]
+        sq = (chunk * chunk).sum(1, keepdim=True) + y_sq - 2.0 * chunk @ y.T
+        values = fn(sq.clamp_min_(0.0))
+        if same:
+            values.diagonal(offset=start).zero_()
+        total += values.sum().item()
+    return total / (n * (n - 1) if same else n * m)
+
+
+def _quantiles(sorted_values: torch.Tensor, levels: int) -> torch.Tensor:
+    """Empirical quantile functions at levels (k + 1/2) / L, k < L, by linear interpolation.
+
+    sorted_values: (P, n), each row sorted ascending -> (P, L). When L == n the result is
+    exactly `sorted_values`.
+    """
+    n = sorted_values.shape[1]
+    if levels == n:
+        return sorted_values
+    position = torch.arange(levels, dtype=torch.float64, device=sorted_values.device) + 0.5
+    position = (position * (n / levels) - 0.5).clamp(0, n - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp_max(n - 1)
+    weight = position - low
+    return sorted_values[:, low] * (1 - weight) + sorted_values[:, high] * weight
+
+
+def sliced_wasserstein(
+    a: torch.Tensor, b: torch.Tensor, n_projections: int = 256, seed: int = 0
+) -> float:
+    """Sliced 2-Wasserstein distance SWD_2 = sqrt(E_theta W2^2(theta.a, theta.b)).
+
+    theta: `n_projections` unit directions drawn from a generator seeded with `seed` (the same
+    directions every call for a given D). The 1-D W2 compares the two quantile functions at
+    min(N, M) levels (exactly the sorted projections when N == M). a: (N, D), b: (M, D).
+    """
+    a, b = _as_pair(a, b)
+    generator = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n_projections, a.shape[1], generator=generator, dtype=torch.float64)
+    theta = (theta / theta.norm(dim=1, keepdim=True)).to(a.device)
+    levels = min(a.shape[0], b.shape[0])
+    per_chunk = max(1, CHUNK_ELEMENTS // max(a.shape[0], b.shape[0]))
+    total = 0.0
+    for start in range(0, n_projections, per_chunk):
+        directions = theta[start : start + per_chunk]  # (P, D); sorting rows is the fast way
+        qa = _quantiles((directions @ a.T).sort(dim=1).values, levels)
+        qb = _quantiles((directions @ b.T).sort(dim=1).values, levels)
+        total += (qa - qb).square().mean(1).sum().item()
+    return math.sqrt(total / n_projections)
+
+
+def mmd_rbf(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bandwidths: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+) -> float:
+    """Unbiased (U-statistic) squared maximum mean discrepancy, Gretton et al. 2012, eq. 3.
+
+    Kernel: the SUM over bandwidths h of k_h(x, y) = exp(-|x - y|^2 / (2 h^2)).
+    MMD^2 = mean_{i!=j} k(a_i, a_j) + mean_{i!=j} k(b_i, b_j) - 2 mean_{i,j} k(a_i, b_j);
+    it can be slightly negative when the sets come from the same distribution. a: (N, D), b: (M, D).
+    """
+    a, b = _as_pair(a, b)
+    scales = [-1.0 / (2.0 * h * h) for h in bandwidths]
+
+    def kernel(sq: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(sq)
+        for scale in scales:
+            out += (sq * scale).exp_()
+        return out
+
+    return (
+        _pair_mean(a, a, kernel, same=True)
+        + _pair_mean(b, b, kernel, same=True)
+        - 2.0 * _pair_mean(a, b, kernel, same=False)
+    )
+
+
+def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely & Rizzo 2013), Euclidean norms.
+
+    The within-set terms are U-statistics (i != j). a: (N, D), b: (M, D).
+    """
+    a, b = _as_pair(a, b)
+    return (
+        2.0 * _pair_mean(a, b, torch.sqrt_, same=False)
+        - _pair_mean(a, a, torch.sqrt_, same=True)
+        - _pair_mean(b, b, torch.sqrt_, same=True)
+    )
+
+
+def mode_coverage(
+    x: torch.Tensor, modes: torch.Tensor, std: float, threshold: float = 0.25
+) -> dict[str, float]:
+    """How well samples x: (N, D) cover the K mixture centres `modes`: (K, D).
+
+    Each sample is assigned to its nearest mode and counts for it only when within radius 3 * std.
+    Returns mode_coverage (fraction of modes holding at least threshold / K of all samples),
+    in_mode_fraction (fraction of samples within the radius of some mode) and min_mode_fraction
+    (the smallest per-mode share of all samples).
+    """
+    if (
+        x.ndim != 2
+        or modes.ndim != 2
+        or x.shape[1] != modes.shape[1]
+        or 0 in (*x.shape, len(modes))
+    ):
+        raise ValueError(
+            f"expected samples (N, D) and modes (K, D), got {tuple(x.shape)} and {tuple(modes.shape)}"
+        )
+    x, modes = x.detach().double(), modes.detach().to(x.device, torch.float64)
+    k = modes.shape[0]
+    counts = torch.zeros(k, dtype=torch.float64, device=x.device)
+    rows = max(1, CHUNK_ELEMENTS // k)
+    for start in range(0, x.shape[0], rows):
+        distance, nearest = torch.cdist(x[start : start + rows], modes).min(dim=1)
+        inside = distance <= 3.0 * std
+        counts += torch.bincount(nearest[inside], minlength=k).to(counts)
+    share = counts / x.shape[0]
+    return {
+        "mode_coverage": (share >= threshold / k).double().mean().item(),
+        "in_mode_fraction": share.sum().item(),
+        "min_mode_fraction": share.min().item(),
+    }

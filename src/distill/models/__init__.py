@@ -1,0 +1,1 @@
+"""Small reference networks and the model-config base every backbone registers with."""

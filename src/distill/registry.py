@@ -1,0 +1,81 @@
+"""Decorator registries: one per kind of thing a config can name.
+
+Configs may only instantiate names registered here, never import strings:
+
+    @METHODS.register("ode-pairs", paper="...", summary="...")
+    class OdePairs(Method): ...
+
+`distill list` prints every registry with its one-line summaries and papers.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from distill.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered name: the object, a one-line summary and the paper it implements."""
+
+    name: str
+    obj: T
+    summary: str
+    paper: str
+
+
+def closest(name: str, choices: list[str]) -> str | None:
+    """The registered name most like `name`, or None when nothing is close."""
+    found = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+class Registry(Generic[T]):
+    """A named table of registered objects (classes or factories)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, *, summary: str, paper: str = "") -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._entries and self._entries[name].obj is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, obj, summary, paper)
+            return obj
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            hint = closest(name, self.names())
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}.{did_you_mean} Registered {self.kind}s: "
+                f"{', '.join(self.names())}."
+            )
+        return self._entries[name]
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries[n] for n in self.names())
+
+
+METHODS: Registry[Any] = Registry("method")
+DATASETS: Registry[Any] = Registry("dataset")
+MODELS: Registry[Any] = Registry("model")
+TEACHERS: Registry[Any] = Registry("teacher source")

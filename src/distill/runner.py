@@ -1,0 +1,172 @@
+"""One run's life: config -> data -> teacher -> student -> method -> trainer -> evaluation
+-> report -> export. `run()` is what `distill run` calls; it resumes an existing run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+
+from distill.config import (
+    RESUME_SAFE_KEYS,
+    config_differences,
+    config_hash,
+    dump_config,
+    validate_config,
+    without_keys,
+)
+from distill.data.base import PointData
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.evaluate import METRICS, evaluate_generators
+from distill.diffusion.export import freeze, load_denoiser, read_export_config, save_denoiser
+from distill.errors import CheckpointError, ConfigError, ModelMismatchError
+from distill.registry import METHODS
+from distill.train.trainer import Trainer, make_accelerator
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def check_run_dir(cfg: Any, run_dir: Path, force: bool) -> None:
+    """Refuse to resume a run directory made by a different config (unless forced)."""
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        old = yaml.safe_load(config_path.read_text()) or {}
+        new = cfg.model_dump(mode="json")
+        diffs = config_differences(without_keys(old, RESUME_SAFE_KEYS), without_keys(new, RESUME_SAFE_KEYS))
+        if diffs and not force:
+            shown = "\n".join(f"  {d}" for d in diffs[:12])
+            raise CheckpointError(
+                f"{run_dir} holds a run made by a different config:\n{shown}\nChoose another "
+                "--run-dir, or pass --force to resume it with the new config anyway.")
+    elif (run_dir / "checkpoints").exists() and not force:
+        raise CheckpointError(f"{run_dir} has checkpoints but no config.yaml; pass --force to use it")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_student(cfg: Any, dim: int, teacher: Denoiser | None, teacher_meta: dict[str, Any] | None) -> Denoiser:
+    """The student denoiser from cfg.student, initialised from the teacher when asked."""
+    student = Denoiser(cfg.student.build(dim), cfg.student.schedule, cfg.student.prediction)
+    if cfg.student.init == "teacher":
+        if teacher is None:
+            raise ConfigError("student.init: 'teacher' needs a teacher section")
+        mine = cfg.student.model_dump(exclude={"init"})
+        theirs = {k: v for k, v in teacher_meta["model"].items() if k != "init"}
+        if mine != theirs:
+            raise ModelMismatchError(
+                f"student.init=teacher needs the student architecture to equal the teacher's; "
+                f"student {mine} vs teacher {theirs}. Set student.init=random or copy the teacher's "
+                "model settings into student.")
+        student.net.load_state_dict(teacher.net.state_dict())
+    return student
+
+
+def build(cfg: Any) -> tuple[PointData, Denoiser | None, dict[str, Any] | None, Any]:
+    """Data, teacher (frozen) and method instance for a validated config."""
+    method_cls = METHODS.get(cfg.method.name)
+    data = cfg.data.build()
+    teacher, meta = None, None
+    if method_cls.needs_teacher:
+        if cfg.teacher is None:
+            raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
+                              "e.g. teacher: {name: recipe, config: teacher-8gaussians.yaml}")
+        teacher, meta = cfg.teacher.load()
+        if meta["dim"] != data.dim:
+            raise ModelMismatchError(
+                f"the teacher works on {meta['dim']}-dimensional points but data {cfg.data.name!r} "
+                f"has {data.dim} columns; use data with {meta['dim']} columns or another teacher")
+    student = build_student(cfg, data.dim, teacher, meta)
+    method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
+                        seed=cfg.train.seed, total_steps=cfg.train.steps)
+    return data, teacher, meta, method
+
+
+def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
+        evaluate: bool = True) -> RunResult:
+    """Train (or resume) the run `cfg` in `run_dir` (default runs/<name>), export the student,
+    evaluate it beside its teacher and write the report."""
+    run_dir = Path(run_dir or Path("runs") / cfg.name)
+    check_run_dir(cfg, run_dir, force)
+    accelerator = make_accelerator(cfg.train)
+    set_seed(cfg.train.seed, device_specific=True)
+    data, _, _, method = build(cfg)
+    rows = method.train_data()
+    rows = data.train if rows is None else rows
+    if cfg.train.batch_size > len(rows):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(rows)} "
+                          f"training rows of data {cfg.data.name!r}; lower train.batch_size")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    accelerator.wait_for_everyone()
+    trainer = Trainer(method, cfg.train, run_dir, rows, accelerator, config_hash(cfg, RESUME_SAFE_KEYS))
+    trainer.resume()
+    if trainer.step < cfg.train.steps:
+        trainer.fit()
+    else:
+        accelerator.print(f"[distill] {run_dir} already trained to step {trainer.step}")
+    result = RunResult(run_dir, [])
+    if accelerator.is_main_process:
+        role = "teacher" if cfg.method.name == "teacher" else "student"
+        save_denoiser(run_dir / "student", trainer.student(), cfg.student, data.dim, role=role,
+                      steps=method.student_steps(), sampler="euler", method=cfg.method.name,
+                      run=cfg.name)
+        if evaluate:
+            result.rows = evaluate_run(run_dir)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def load_run_config(run_dir: Path) -> Any:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    return validate_config(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Evaluate the exported student (and its teacher) of a run; write eval.json,
+    samples.safetensors and report.html. Returns the rows."""
+    from distill.report import write_report
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    student, meta = load_denoiser(run_dir / "student")
+    data = cfg.data.build()
+    sampler = cfg.eval.sampler
+    if meta["role"] == "teacher":
+        models = {"teacher": (student, cfg.eval.nfe, sampler)}
+    else:
+        teacher, _ = cfg.teacher.load()
+        models = {"teacher": (teacher, cfg.eval.nfe, sampler),
+                  "student": (freeze(student), meta["steps"], meta.get("sampler", "euler"))}
+    rows, samples = evaluate_generators(models, data, cfg.eval)
+    result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
+              "primary_metric": "swd", "metrics": list(METRICS) + (["mode_coverage"] if data.modes is not None else []),
+              "n_samples": min(cfg.eval.n_samples, len(data.test)), "rows": rows}
+    write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
+    save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
+    write_report(run_dir)
+    return rows
+
+
+def export_config(run_dir: Path) -> dict[str, Any]:
+    return read_export_config(Path(run_dir) / "student")

@@ -1,0 +1,1 @@
+"""The Trainer (Accelerate), checkpoints, EMA, batching and logging."""
