@@ -25,16 +25,22 @@ def _fail(err: DistillError) -> None:
     raise typer.Exit(code=2)
 
 
+COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "SWD": "SWD", "MMD": "MMD",
+                   "mode coverage": "modes", "ms / sample": "ms/sample",
+                   "teacher NFE at equal SWD": "≡ teacher NFE", "speed-up": "speed-up"}
+
+
 def print_eval_table(eval_data: dict, title: str) -> None:
+    """The eval table, narrowed to the columns that fit a terminal."""
     from distill.report import format_table
 
     rows = format_table(eval_data)
-    table = Table(title=title, show_lines=False)
-    for header in rows[0]:
-        table.add_column(header, justify="right" if header not in ("model", "sampler") else "left")
+    keep = [i for i, header in enumerate(rows[0]) if header in COMPACT_COLUMNS]
+    table = Table(title=title)
+    for i in keep:
+        table.add_column(COMPACT_COLUMNS[rows[0][i]], justify="left" if i == 0 else "right")
     for row in rows[1:]:
-        style = "bold green" if row[0] != "teacher" else None
-        table.add_row(*row, style=style)
+        table.add_row(*(row[i] for i in keep), style=None if row[0] == "teacher" else "bold green")
     console.print(table)
 
 

@@ -36,16 +36,13 @@ def euler(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
 
 
 def heun(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
-    """Heun's 2nd-order solve (Karras et al. 2022, Alg. 1); NFE = 2 * steps - 1
-    (the last step to t = 0 is a plain Euler step)."""
+    """Heun's 2nd-order solve (Karras et al. 2022, Alg. 1); NFE = 2 * steps. The flow
+    velocity is finite at t = 0, so the last step is corrected too (unlike EDM's sigma = 0)."""
     x = noise
     times = time_grid(steps, noise.device)
-    for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
         v = denoiser.velocity(x, t.expand(x.shape[0]))
         x_euler = x + (t_next - t) * v
-        if i == steps - 1:
-            x = x_euler
-            continue
         v_next = denoiser.velocity(x_euler, t_next.expand(x.shape[0]))
         x = x + (t_next - t) * 0.5 * (v + v_next)
     return x
@@ -56,7 +53,7 @@ SAMPLERS: dict[str, Callable[[Denoiser, Tensor, int], Tensor]] = {"euler": euler
 
 def nfe_of(sampler: str, steps: int) -> int:
     """Network evaluations a sampler makes for `steps` steps."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    return 2 * steps if sampler == "heun" else steps
 
 
 def sample(denoiser: Denoiser, noise: Tensor, steps: int, sampler: str = "euler") -> Tensor:

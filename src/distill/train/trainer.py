@@ -8,6 +8,7 @@ the non-finite-loss guard, progress bar, metrics, atomic checkpoints and exact r
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -208,7 +209,8 @@ class Trainer:
         window: dict[str, list[float]] = {}
         window_start = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and acc.is_main_process),
-                   desc=self.run_dir.name, dynamic_ncols=True, unit="step")
+                   desc=self.run_dir.name[:32], dynamic_ncols=True, unit="step",
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
         try:
             while self.step < cfg.steps:
                 self.method.before_step(self.step)

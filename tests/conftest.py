@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated teacher cache, tiny configs, and the repo's config dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "toy2d"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Teachers trained by recipe go to one cache per test session (never ~/.cache)."""
+    cache = Path(os.environ.get("DISTILL_TEST_CACHE") or tmp_path_factory.mktemp("distill-cache"))
+    os.environ["DISTILL_CACHE"] = str(cache)
+    return cache
+
+
+def tiny_teacher_yaml(path: Path, steps: int = 300, dataset: str = "8gaussians") -> Path:
+    """A fast teacher-training config (a few seconds) for tests of the machinery."""
+    path.write_text(
+        f"name: tiny-teacher\n"
+        f"data: {{name: {dataset}, n: 4096, n_test: 2048}}\n"
+        f"student: {{name: mlp, hidden: 64, depth: 2}}\n"
+        f"method: {{name: teacher}}\n"
+        f"train: {{steps: {steps}, batch_size: 256, lr: 2.0e-3, checkpoint_every: 100, progress: false}}\n"
+        f"eval: {{nfe: [1, 4], n_samples: 1000, timing_repeats: 1}}\n"
+    )
+    return path
