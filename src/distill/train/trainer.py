@@ -32,7 +32,9 @@ def make_accelerator(train: TrainConfig) -> Accelerator:
     """An Accelerator for this process; unused-parameter detection on, since a step may
     update only some parameter groups."""
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=train.mixed_precision, kwargs_handlers=[ddp])
+    # Without a GPU, accelerate only sets up multi-process CPU training (gloo) when asked for cpu.
+    return Accelerator(mixed_precision=train.mixed_precision, kwargs_handlers=[ddp],
+                       cpu=not torch.cuda.is_available())
 
 
 def lr_lambda(train: TrainConfig, updates: int):
