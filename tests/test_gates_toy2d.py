@@ -1,0 +1,76 @@
+"""Gates: the distilled students beat their baselines on toy 2D data (train + evaluate with
+the shipped configs; tens of seconds each, teachers trained once per session)."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS
+from distill.config import load_config
+from distill.diffusion.export import load_denoiser
+from distill.diffusion.samplers import euler, fixed_noise
+from distill.runner import run
+
+pytestmark = pytest.mark.gate
+DATASETS = ["8gaussians", "checkerboard"]
+
+
+@cache
+def distilled(method: str, dataset: str, root: str) -> dict:
+    """Run the shipped recipe once per session; eval.json rows keyed by (model, nfe)."""
+    cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
+                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=1"])
+    result = run(cfg, Path(root) / f"{method}-{dataset}")
+    data = json.loads((result.run_dir / "eval.json").read_text())
+    return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]}}
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("gate-runs"))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_ode_pairs_one_step_student(dataset, root):
+    rows = distilled("ode-pairs", dataset, root)["rows"]
+    student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
+    assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
+    assert student["swd"] <= 0.5 * teacher1["swd"], (student["swd"], teacher1["swd"])
+    if dataset == "8gaussians":
+        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_progressive_two_step_student(dataset, root):
+    rows = distilled("progressive", dataset, root)["rows"]
+    student, teacher2, teacher64 = rows["student", 2], rows["teacher", 2], rows["teacher", 64]
+    assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
+    assert student["swd"] <= teacher2["swd"] / 3, (student["swd"], teacher2["swd"])
+
+
+def best_ms(fn, repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def test_one_step_student_is_about_64x_faster_than_teacher_64(root):
+    run_dir = distilled("ode-pairs", "8gaussians", root)["run_dir"]
+    student, _ = load_denoiser(run_dir / "student")
+    cfg = load_config(run_dir / "config.yaml")
+    teacher, _ = cfg.teacher.load()
+    noise = fixed_noise(10_000, (2,), seed=0)
+    euler(student, noise, 1), euler(teacher, noise, 64)  # warm-up
+    student_s = best_ms(lambda: euler(student, noise, 1))
+    teacher_s = best_ms(lambda: euler(teacher, noise, 64))
+    assert teacher_s / student_s >= 0.8 * 64, f"speed-up only {teacher_s / student_s:.1f}x"
