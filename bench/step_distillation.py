@@ -1,0 +1,86 @@
+"""Benchmark: every step-distillation method on the toy suite under its shipped recipe.
+
+    .venv/bin/python bench/step_distillation.py [--out runs/bench] [--datasets 8gaussians checkerboard]
+
+Writes the results table into BENCHMARKS.md (between the step-distillation markers), with
+the command that produced it. All numbers of one table come from one invocation: teacher
+and student rows of a dataset are measured in the same process on the same noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from distill.config import load_config
+from distill.report import comparison_rows
+from distill.report.compare import format_metric, format_ms, format_speedup
+from distill.runner import run
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("ode-pairs", "progressive")
+BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
+
+
+def bench(datasets: list[str], out: Path) -> str:
+    lines = ["| dataset | model | NFE | SWD | MMD | ms / sample | train s | ≡ teacher NFE | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for dataset in datasets:
+        teacher_rows = None
+        for method in METHODS:
+            cfg = load_config(REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml",
+                              ["train.progress=false"])
+            start = time.perf_counter()
+            result = run(cfg, out / f"{method}-{dataset}")
+            seconds = time.perf_counter() - start
+            eval_data = json.loads((result.run_dir / "eval.json").read_text())
+            if teacher_rows is None:
+                teacher_rows = [r for r in eval_data["rows"] if r["model"] == "teacher"]
+                for r in teacher_rows:
+                    lines.append(f"| {dataset} | teacher (Euler) | {r['nfe']} | {format_metric(r['swd'])} | "
+                                 f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | | | |")
+            for r in comparison_rows(eval_data):
+                lines.append(
+                    f"| {dataset} | **{method}** | {r['nfe']} | {format_metric(r['swd'])} | "
+                    f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | {seconds:.0f} | "
+                    f"{r['match_nfe'] or '—'} | {format_speedup(r['speedup'], r['speedup_lower_bound'])} |")
+    return "\n".join(lines)
+
+
+def write_benchmarks(table: str, command: str) -> None:
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    block = (f"{BEGIN}\n## Step distillation (toy 2D)\n\nCommand: `{command}` "
+             f"(teacher training excluded when cached; {machine}).\n\n{table}\n\n"
+             "SWD: sliced Wasserstein-2 to 10,000 held-out points (256 fixed projections); "
+             "MMD: multi-bandwidth RBF MMD² on 4,000 points. Speed-up: teacher time at the "
+             "cheapest NFE with SWD at least as good, divided by the student's time "
+             "(≥ when no teacher NFE is as good). 'train s' includes making teacher pairs "
+             "and the evaluation.\n" + END)
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
+    parser.add_argument("--datasets", nargs="+", default=["8gaussians", "checkerboard"])
+    args = parser.parse_args()
+    table = bench(args.datasets, args.out)
+    print(table)
+    write_benchmarks(table, "python " + " ".join(["bench/step_distillation.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
