@@ -83,3 +83,39 @@ def test_corrupt_teacher_export_is_explained(tmp_path: Path):
 def test_eval_of_a_non_run_directory(tmp_path: Path):
     result = runner.invoke(app, ["eval", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli-teacher")
+    config = tiny_teacher_yaml(root / "t.yaml", steps=10)
+    assert runner.invoke(app, ["run", str(config), "--run-dir", str(root / "run")]).exit_code == 0
+    return root / "run"
+
+
+def progressive_args(teacher_run: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [str(CONFIGS / "progressive-8gaussians.yaml"), f"teacher={{name: run, path: {teacher_run}}}",
+            "student={name: mlp, hidden: 64, depth: 2, init: teacher}", "data.n=2048",
+            "--run-dir", str(tmp_path / "p"), *extra]
+
+
+def test_progressive_with_fewer_steps_than_rounds(teacher_run: Path, tmp_path: Path):
+    out = invoke_run(*progressive_args(teacher_run, tmp_path, "train.steps=3"))
+    assert "train.steps=3" in out and "5 rounds" in out
+
+
+def test_progressive_steps_must_halve():
+    out = invoke_run(str(CONFIGS / "progressive-8gaussians.yaml"), "method.start_steps=48")
+    assert "power of 2" in out
+
+
+def test_accumulation_that_does_not_divide_the_batch(teacher_run: Path, tmp_path: Path):
+    out = invoke_run(*progressive_args(teacher_run, tmp_path, "train.grad_accum=3"))
+    assert "train.batch_size=512" in out and "divisible" in out
+
+
+def test_student_init_from_a_different_teacher_architecture(teacher_run: Path, tmp_path: Path):
+    args = progressive_args(teacher_run, tmp_path)
+    args[2] = "student={name: mlp, hidden: 32, depth: 2, init: teacher}"
+    out = invoke_run(*args)
+    assert "student.init=teacher" in out and "'hidden': 32" in out

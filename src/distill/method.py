@@ -91,6 +91,11 @@ class Method(nn.Module):
         """Named losses (scalars) for the parameter group `group` at trainer step `step`."""
         raise NotImplementedError
 
+    def student_steps(self) -> list[int] | None:
+        """Sampler steps the trained student is evaluated and exported at (None: a teacher,
+        evaluated at eval.nfe)."""
+        return None
+
     def train_data(self) -> Tensor | None:
         """Rows the trainer batches from; None means the dataset's training split."""
         return None

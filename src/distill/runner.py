@@ -109,10 +109,12 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     set_seed(cfg.train.seed, device_specific=True)
     data, _, _, method = build(cfg)
     rows = method.train_data()
+    source = f"training rows of data {cfg.data.name!r}" if rows is None else \
+        f"training rows method {cfg.method.name!r} made"
     rows = data.train if rows is None else rows
     if cfg.train.batch_size > len(rows):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(rows)} "
-                          f"training rows of data {cfg.data.name!r}; lower train.batch_size")
+                          f"{source}; lower train.batch_size")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill.config import TrainConfig
-from distill.errors import CheckpointError, NonFiniteLossError
+from distill.errors import CheckpointError, ConfigError, NonFiniteLossError
 from distill.method import Method, ParamGroup
 from distill.train import checkpoint
 from distill.train.batches import BatchStream
@@ -63,7 +63,7 @@ class Trainer:
         acc = self.accelerator
         world = acc.num_processes
         if train.batch_size % (world * train.grad_accum):
-            raise ValueError(
+            raise ConfigError(
                 f"train.batch_size={train.batch_size} must be divisible by processes × "
                 f"train.grad_accum = {world} × {train.grad_accum}")
         self.groups: list[ParamGroup] = method.param_groups()
@@ -236,7 +236,8 @@ class Trainer:
                     if self.logger is not None:
                         self.logger.log(self.step, values)
                     loss_keys = [k for k in values if k.startswith("loss/")]
-                    bar.set_postfix({k.split("/", 1)[1]: f"{values[k]:.4g}" for k in loss_keys[:3]})
+                    bar.set_postfix({k.split("/", 1)[1]: f"{values[k]:.4g}" for k in loss_keys[:3]},
+                                    refresh=False)
                     window, window_start = {}, time.perf_counter()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()

@@ -50,6 +50,3 @@ class FlowMatching(Method):
         target = schedule.convert(x_t, t, schedule.velocity_target(x0, eps, t), "velocity",
                                   self.student.prediction)
         return {"flow_matching": (self.student(x_t, t) - target).pow(2).mean()}
-
-    def student_steps(self) -> list[int] | None:
-        return None  # the trained model is evaluated at eval.nfe, as a teacher

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
+from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
 
@@ -58,7 +59,8 @@ class Progressive(Method):
                  total_steps: int, **_: object) -> None:
         super().__init__()
         if total_steps < cfg.rounds:
-            raise ValueError(f"train.steps={total_steps} is less than the {cfg.rounds} rounds")
+            raise ConfigError(f"train.steps={total_steps} is less than the {cfg.rounds} rounds of "
+                              f"method.start_steps={cfg.start_steps} -> end_steps={cfg.end_steps}")
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.steps_per_round = total_steps // cfg.rounds
         self.round = 0
