@@ -43,12 +43,15 @@ def run_demo(out: Path, dataset: str, console: Console) -> list[dict]:
         result = run(cfg, out / cfg.method.name)
         eval_data = json.loads((result.run_dir / "eval.json").read_text())
         teacher_rows = [r for r in eval_data["rows"] if r["model"] == "teacher"]
+        floor = eval_data["floor"]
         for row in comparison_rows(eval_data):
             summary.append({"method": cfg.method.name, **row})
         reports.append(result.report)
     table = Table(title=f"distill demo · {dataset} · same noise, same process")
     for column in ("method", "NFE", "SWD", "MMD", "ms/sample", "≡ teacher NFE", "speed-up"):
         table.add_column(column, justify="left" if column == "method" else "right")
+    table.add_row("data vs data (floor)", "—", format_metric(floor["swd"]), format_metric(floor["mmd"]),
+                  "", "", "", style="dim")
     for row in teacher_rows:
         table.add_row("teacher (Euler)", str(row["nfe"]), format_metric(row["swd"]),
                       format_metric(row["mmd"]), format_ms(row["ms_per_sample"]), "", "")

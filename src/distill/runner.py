@@ -23,7 +23,7 @@ from distill.config import (
 )
 from distill.data.base import PointData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.evaluate import METRICS, evaluate_generators
+from distill.diffusion.evaluate import METRICS, data_floor, evaluate_generators
 from distill.diffusion.export import freeze, load_denoiser, read_export_config, save_denoiser
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.registry import METHODS
@@ -161,9 +161,11 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
         models = {"teacher": (teacher, cfg.eval.nfe, sampler),
                   "student": (freeze(student), meta["steps"], meta.get("sampler", "euler"))}
     rows, samples = evaluate_generators(models, data, cfg.eval)
+    metrics = list(METRICS) + (["mode_coverage"] if data.modes is not None else [])
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
-              "primary_metric": "swd", "metrics": list(METRICS) + (["mode_coverage"] if data.modes is not None else []),
-              "n_samples": min(cfg.eval.n_samples, len(data.test)), "rows": rows}
+              "primary_metric": "swd", "metrics": metrics,
+              "n_samples": min(cfg.eval.n_samples, len(data.test)), "rows": rows,
+              "floor": data_floor(data, cfg.eval)}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
     write_report(run_dir)

@@ -42,6 +42,12 @@ def timed_sample(denoiser: Denoiser, noise: Tensor, steps: int, sampler: str,
     return out, 1000.0 * best / len(noise)
 
 
+def data_floor(data: PointData, cfg: EvalConfig, n_pairwise: int = 4000) -> dict[str, float]:
+    """The metrics between two independent samples of the data itself (training points vs
+    the held-out reference): no generator can be told apart from the data below this."""
+    return point_metrics(data.train[: cfg.n_samples], data.test[: cfg.n_samples], data, n_pairwise)
+
+
 def evaluate_generators(models: dict[str, tuple[Denoiser, list[int], str]], data: PointData,
                         cfg: EvalConfig, n_pairwise: int = 4000
                         ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:

@@ -172,6 +172,12 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
     meta += f" per row · primary metric {metric_label(eval_data.get('primary_metric') or 'swd')}"
     parts = ["<h2>Comparison</h2>", f'<p class="meta">{escape(meta)}</p>']
     parts.append(_table_html(eval_data) if eval_data["rows"] else _note("eval.json has no rows."))
+    floor = eval_data.get("floor") or {}
+    if floor:
+        values = ", ".join(f"{metric_label(k)} {format_metric(v)}" for k, v in floor.items()
+                           if k in (eval_data.get("metrics") or []))
+        parts.append(f'<p class="meta">data floor (training points vs the held-out points): '
+                     f"{escape(values)}; differences below it are sampling noise.</p>")
     metrics = list(eval_data.get("metrics") or [eval_data.get("primary_metric") or "swd"])
     figures = [_img(plots.metric_vs_nfe(eval_data, m, BASELINE), f"{m} vs NFE") for m in metrics]
     parts += ["<h2>Quality vs function evaluations</h2>",
