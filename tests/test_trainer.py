@@ -76,6 +76,7 @@ def test_two_group_schedule(tmp_path: Path):
     assert not torch.equal(method.target.weight, initial_target)
     assert method.target.weight.grad is None
     assert trainer.student() is trainer.ema.shadow
+    assert trainer.ema.updates == 4  # the EMA moves only when the student (generator) stepped
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/generator/generator" in r for r in logged)
     assert all("loss/critic/critic" in r for r in logged)

@@ -10,17 +10,20 @@ from typing import Any
 class MetricsLogger:
     """Appends to run_dir/metrics.jsonl and writes the same scalars to run_dir/tb/.
 
-    On resume, `truncate_after(step)` drops lines logged after the checkpoint so the file
-    reads as one uninterrupted run.
+    When resuming at `resume_step`, lines logged after that step (by the interrupted run)
+    are dropped from metrics.jsonl and purged from TensorBoard, so both read as one run.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True) -> None:
         self.path = run_dir / "metrics.jsonl"
         self._writer = None
+        if resume_step:
+            self.truncate_after(resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+            self._writer = SummaryWriter(log_dir=str(run_dir / "tb"),
+                                         purge_step=resume_step + 1 if resume_step else None)
 
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():

@@ -80,9 +80,13 @@ class Trainer:
         self.method: Method = acc.unwrap_model(self.model)
         self.ema = EMA(self.method.student, train.ema_decay) if train.ema_decay else None
         self.stream = BatchStream(rows, train.batch_size, train.seed, acc.process_index, world)
+        student_ids = {id(p) for p in self.method.student.parameters()}
+        # The EMA moves only on steps that updated the student (e.g. every 5th for DMD2).
+        self.student_groups = {g.name for g in self.groups
+                               if any(id(p) in student_ids for p in g.parameters)}
         self.step = 0
         self.ckpt_root = self.run_dir / "checkpoints"
-        self.logger = MetricsLogger(self.run_dir) if acc.is_main_process else None
+        self.logger: MetricsLogger | None = None
 
     # ------------------------------------------------------------------ resume
 
@@ -120,8 +124,6 @@ class Trainer:
             acc.print(f"[distill] {path} has no RNG state for process {acc.process_index}; "
                       "randomness after resume will differ from an uninterrupted run")
         self.step = loaded.step
-        if self.logger is not None:
-            self.logger.truncate_after(self.step)
         acc.print(f"[distill] resumed from {path} (step {self.step})")
         return self.step
 
@@ -207,6 +209,8 @@ class Trainer:
     def fit(self) -> None:
         """Train from `self.step` to `train.steps`, checkpointing every `checkpoint_every`."""
         cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            self.logger = MetricsLogger(self.run_dir, resume_step=self.step)
         self.model.train()
         window: dict[str, list[float]] = {}
         window_start = time.perf_counter()
@@ -223,7 +227,7 @@ class Trainer:
                         logs.update(self._update_group(group, micro))
                         updated.append(group.name)
                 self.method.after_step(self.step, updated)
-                if self.ema is not None:
+                if self.ema is not None and self.student_groups.intersection(updated):
                     self.ema.update(self.method.student)
                 self.step += 1
                 bar.update(1)
