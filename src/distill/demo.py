@@ -53,7 +53,7 @@ def run_demo(out: Path, dataset: str, console: Console) -> list[dict]:
     table.add_row("data vs data (floor)", "—", format_metric(floor["swd"]), format_metric(floor["mmd"]),
                   "", "", "", style="dim")
     for row in teacher_rows:
-        table.add_row("teacher (Euler)", str(row["nfe"]), format_metric(row["swd"]),
+        table.add_row("teacher", str(row["nfe"]), format_metric(row["swd"]),
                       format_metric(row["mmd"]), format_ms(row["ms_per_sample"]), "", "")
     for row in summary:
         table.add_row(row["method"], str(row["nfe"]), format_metric(row["swd"]),
