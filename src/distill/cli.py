@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +16,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Distil a slow or large teacher into a fast or small student.")
 console = Console(stderr=False)
 err_console = Console(stderr=True)
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
 
 def _fail(err: DistillError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
@@ -126,10 +122,6 @@ def demo(
         run_demo(out, dataset, console)
     except DistillError as err:
         _fail(err)
-
-
-def main() -> None:  # pragma: no cover
-    app(sys.argv[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover

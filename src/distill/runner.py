@@ -24,7 +24,7 @@ from distill.config import (
 from distill.data.base import PointData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.evaluate import METRICS, data_floor, evaluate_generators
-from distill.diffusion.export import freeze, load_denoiser, read_export_config, save_denoiser
+from distill.diffusion.export import load_denoiser, save_denoiser
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.registry import METHODS
 from distill.train.trainer import Trainer, make_accelerator
@@ -159,7 +159,7 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     else:
         teacher, _ = cfg.teacher.load()
         models = {"teacher": (teacher, cfg.eval.nfe, sampler),
-                  "student": (freeze(student), meta["steps"], meta.get("sampler", "euler"))}
+                  "student": (student, meta["steps"], meta.get("sampler", "euler"))}
     rows, samples = evaluate_generators(models, data, cfg.eval)
     metrics = list(METRICS) + (["mode_coverage"] if data.modes is not None else [])
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
@@ -170,7 +170,3 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
     write_report(run_dir)
     return rows
-
-
-def export_config(run_dir: Path) -> dict[str, Any]:
-    return read_export_config(Path(run_dir) / "student")
