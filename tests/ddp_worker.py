@@ -19,10 +19,10 @@ accelerator = make_accelerator(cfg.train)
 assert accelerator.num_processes == 2, f"expected 2 processes, got {accelerator.num_processes}"
 set_seed(cfg.train.seed, device_specific=True)  # different noise on each process
 data, _, _, method = build(cfg)
-trainer = Trainer(method, cfg.train, out / "run", data.train, accelerator)
+trainer = Trainer(method, cfg.train, out / "run", data.training_rows(), accelerator)
 trainer.fit()
 rank = accelerator.process_index
 state = {k: v.contiguous() for k, v in trainer.method.student.state_dict().items()}
 save_file(state, out / f"rank{rank}.safetensors")
 first_batch = trainer.stream.next()
-save_file({"batch": first_batch.contiguous()}, out / f"batch{rank}.safetensors")
+save_file({"batch": first_batch["x"].contiguous()}, out / f"batch{rank}.safetensors")

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 import torch
 
-from distill.data import PointData
+from distill.data import ArrayData
 from distill.data.toy2d import SAMPLERS, TOY_CONFIGS, eight_gaussians_modes
 from distill.registry import DATASETS
 
@@ -35,7 +35,7 @@ def test_sampler_shape_and_determinism(name: str) -> None:
 def test_build_splits_and_seeds(name: str) -> None:
     config = DATASETS.get(name)(n=300, n_test=100, seed=5)
     data = config.build()
-    assert isinstance(data, PointData) and data.name == name and data.dim == 2
+    assert isinstance(data, ArrayData) and data.name == name and data.dim == 2
     assert data.train.shape == (300, 2) and data.test.shape == (100, 2)
     assert not torch.allclose(data.train[:100], data.test)  # test is drawn independently
     assert torch.equal(data.train, config.build().train)

@@ -2,4 +2,4 @@
 
 from distill import data  # noqa: F401  (datasets: toy2d, file)
 from distill.diffusion import methods, teachers  # noqa: F401  (methods, teacher sources)
-from distill.models import mlp  # noqa: F401  (backbones)
+from distill.models import image, mlp  # noqa: F401  (backbones)

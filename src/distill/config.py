@@ -58,9 +58,12 @@ class EvalConfig(Section):
     nfe: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     n_samples: int = Field(10000, gt=1)
     seed: int = 1234
-    sampler: Literal["euler", "heun"] = "euler"
+    sampler: Literal["euler", "heun", "ddim", "dpm++2m", "multistep"] = Field(
+        "euler", description="the teacher's sampler (students use their method's own)")
+    guidance: float = Field(1.0, ge=0, description="the teacher's CFG scale (1: none)")
     timing_repeats: int = Field(3, ge=1)
-    plot_points: int = Field(2000, gt=0)
+    timing_samples: int = Field(10000, gt=0, description="samples per timed batch")
+    plot_points: int = Field(2000, gt=0, description="samples kept for plots (points or images)")
 
 
 # Keys whose change never makes a checkpoint invalid: a run may be resumed with them changed.

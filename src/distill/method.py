@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from distill.train.batches import Batch
+
 
 class MethodConfig(BaseModel):
     """Options of a method; subclasses narrow `name` to a Literal and add typed fields."""
@@ -87,7 +89,7 @@ class Method(nn.Module):
                 child.eval()
         return self
 
-    def forward(self, batch: Tensor, group: str, step: int) -> dict[str, Tensor]:
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         """Named losses (scalars) for the parameter group `group` at trainer step `step`."""
         raise NotImplementedError
 
@@ -96,8 +98,13 @@ class Method(nn.Module):
         evaluated at eval.nfe)."""
         return None
 
-    def train_data(self) -> Tensor | None:
-        """Rows the trainer batches from; None means the dataset's training split."""
+    def student_sampler(self) -> str:
+        """The sampler the trained student is evaluated and exported with."""
+        return "euler"
+
+    def train_data(self) -> Batch | None:
+        """Rows the trainer batches from (a tensor, or named tensors of equal length); None
+        means the dataset's training split ({"x": samples, "y": labels when labelled})."""
         return None
 
     def before_step(self, step: int) -> None:

@@ -21,12 +21,13 @@ from distill.config import (
     validate_config,
     without_keys,
 )
-from distill.data.base import PointData
+from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.evaluate import METRICS, data_floor, evaluate_generators
+from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer
 from distill.diffusion.export import load_denoiser, save_denoiser
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.registry import METHODS
+from distill.train.batches import batch_size_of
 from distill.train.trainer import Trainer, make_accelerator
 
 
@@ -62,24 +63,42 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_student(cfg: Any, dim: int, teacher: Denoiser | None, teacher_meta: dict[str, Any] | None) -> Denoiser:
+def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
+                  teacher_meta: dict[str, Any] | None) -> Denoiser:
     """The student denoiser from cfg.student, initialised from the teacher when asked."""
-    student = Denoiser(cfg.student.build(dim), cfg.student.schedule, cfg.student.prediction)
+    num_classes = data.num_classes if teacher is None else teacher.num_classes
+    student = cfg.student.make_denoiser(data.shape, num_classes)
     if cfg.student.init == "teacher":
         if teacher is None:
             raise ConfigError("student.init: 'teacher' needs a teacher section")
         mine = cfg.student.model_dump(exclude={"init"})
         theirs = {k: v for k, v in teacher_meta["model"].items() if k != "init"}
         if mine != theirs:
+            diffs = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
+                     if mine.get(k) != theirs.get(k)}
+            shown = ", ".join(f"student.{k}={a!r} vs teacher {b!r}" for k, (a, b) in diffs.items())
             raise ModelMismatchError(
-                f"student.init=teacher needs the student architecture to equal the teacher's; "
-                f"student {mine} vs teacher {theirs}. Set student.init=random or copy the teacher's "
-                "model settings into student.")
+                f"student.init=teacher needs the student architecture to equal the teacher's: "
+                f"{shown}. Set student.init=random or copy the teacher's model settings into student.")
         student.net.load_state_dict(teacher.net.state_dict())
     return student
 
 
-def build(cfg: Any) -> tuple[PointData, Denoiser | None, dict[str, Any] | None, Any]:
+def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
+    """The teacher must work on this data's sample shape and classes."""
+    shape = tuple(meta["shape"])
+    if shape != data.shape:
+        what = "points" if len(shape) == 1 else "images"
+        raise ModelMismatchError(
+            f"the teacher was trained on {what} of shape {shape} but data {cfg.data.name!r} has "
+            f"samples of shape {data.shape}; use matching data or another teacher")
+    if meta.get("num_classes") and data.num_classes and meta["num_classes"] != data.num_classes:
+        raise ModelMismatchError(
+            f"the teacher is conditioned on {meta['num_classes']} classes but data "
+            f"{cfg.data.name!r} has {data.num_classes}; use matching data or another teacher")
+
+
+def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, Any]:
     """Data, teacher (frozen) and method instance for a validated config."""
     method_cls = METHODS.get(cfg.method.name)
     data = cfg.data.build()
@@ -89,11 +108,11 @@ def build(cfg: Any) -> tuple[PointData, Denoiser | None, dict[str, Any] | None, 
             raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
                               "e.g. teacher: {name: recipe, config: teacher-8gaussians.yaml}")
         teacher, meta = cfg.teacher.load()
-        if meta["dim"] != data.dim:
-            raise ModelMismatchError(
-                f"the teacher works on {meta['dim']}-dimensional points but data {cfg.data.name!r} "
-                f"has {data.dim} columns; use data with {meta['dim']} columns or another teacher")
-    student = build_student(cfg, data.dim, teacher, meta)
+        check_teacher(cfg, data, meta)
+    if cfg.eval.guidance != 1.0 and not (teacher.conditional if teacher else data.num_classes):
+        raise ConfigError(f"eval.guidance={cfg.eval.guidance} needs a class-conditional teacher; "
+                          "this one is unconditional (set eval.guidance to 1)")
+    student = build_student(cfg, data, teacher, meta)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
                         seed=cfg.train.seed, total_steps=cfg.train.steps)
     return data, teacher, meta, method
@@ -111,10 +130,10 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     rows = method.train_data()
     source = f"training rows of data {cfg.data.name!r}" if rows is None else \
         f"training rows method {cfg.method.name!r} made"
-    rows = data.train if rows is None else rows
-    if cfg.train.batch_size > len(rows):
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(rows)} "
-                          f"{source}; lower train.batch_size")
+    rows = data.training_rows() if rows is None else rows
+    if cfg.train.batch_size > batch_size_of(rows):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
+                          f"{batch_size_of(rows)} {source}; lower train.batch_size")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
@@ -128,9 +147,10 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     result = RunResult(run_dir, [])
     if accelerator.is_main_process:
         role = "teacher" if cfg.method.name == "teacher" else "student"
-        save_denoiser(run_dir / "student", trainer.student(), cfg.student, data.dim, role=role,
-                      steps=method.student_steps(), sampler="euler", method=cfg.method.name,
-                      run=cfg.name)
+        save_denoiser(run_dir / "student", trainer.student(), cfg.student, data.shape, role=role,
+                      steps=method.student_steps(), sampler=method.student_sampler(),
+                      method=cfg.method.name, run=cfg.name,
+                      teacher_guidance=getattr(cfg.method, "guidance", 1.0))
         if evaluate:
             result.rows = evaluate_run(run_dir)
     accelerator.wait_for_everyone()
@@ -153,19 +173,21 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     cfg = load_run_config(run_dir)
     student, meta = load_denoiser(run_dir / "student")
     data = cfg.data.build()
-    sampler = cfg.eval.sampler
+    sampler, guidance = cfg.eval.sampler, cfg.eval.guidance
     if meta["role"] == "teacher":
-        models = {"teacher": (student, cfg.eval.nfe, sampler)}
+        models = {"teacher": Generator(student, cfg.eval.nfe, sampler, guidance)}
     else:
         teacher, _ = cfg.teacher.load()
-        models = {"teacher": (teacher, cfg.eval.nfe, sampler),
-                  "student": (student, meta["steps"], meta.get("sampler", "euler"))}
-    rows, samples = evaluate_generators(models, data, cfg.eval)
-    metrics = list(METRICS) + (["mode_coverage"] if data.modes is not None else [])
+        models = {"teacher": Generator(teacher, cfg.eval.nfe, sampler, guidance),
+                  "student": Generator(student, meta["steps"], meta.get("sampler", "euler"))}
+    scorer = make_scorer(data, cfg.eval)
+    rows, samples = evaluate_generators(models, data, cfg.eval, scorer)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
-              "primary_metric": "swd", "metrics": metrics,
-              "n_samples": min(cfg.eval.n_samples, len(data.test)), "rows": rows,
-              "floor": data_floor(data, cfg.eval)}
+              "primary_metric": scorer.primary, "metrics": scorer.metrics,
+              "n_samples": len(scorer.reference) if data.is_image else
+              min(cfg.eval.n_samples, len(data.test)),
+              "n_generated": cfg.eval.n_samples, "rows": rows, "floor": scorer.floor(),
+              **scorer.info()}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
     write_report(run_dir)

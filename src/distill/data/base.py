@@ -1,4 +1,4 @@
-"""What every dataset produces (`PointData`) and the config base class datasets register."""
+"""What every dataset produces (`ArrayData`) and the config base class datasets register."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from pydantic import BaseModel, ConfigDict
 
 
 @dataclass
-class PointData:
-    """A point-cloud dataset split into training and held-out points.
+class ArrayData:
+    """An in-memory dataset of points or images, split into training and held-out samples.
 
-    train: (N, D) float32, the points the teacher/student are trained on.
-    test: (M, D) float32, a held-out reference set drawn independently, used only for evaluation.
+    train: (N, *shape) float32, what the teacher/student are trained on (points: shape = (D,);
+        images: shape = (C, H, W) with values in [-1, 1]).
+    test: (M, *shape) float32, held out, used only for evaluation.
+    train_labels, test_labels: (N,), (M,) int64 class labels in [0, num_classes), or None.
+    num_classes: K for labelled data, else None.
     modes: (K, D) mixture centres when the distribution is a known Gaussian mixture, else None.
     mode_std: per-coordinate standard deviation of each mixture component, else None.
     """
@@ -23,11 +26,30 @@ class PointData:
     test: torch.Tensor
     modes: torch.Tensor | None = None
     mode_std: float | None = None
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    num_classes: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample: (D,) for points, (C, H, W) for images."""
+        return tuple(self.train.shape[1:])
 
     @property
     def dim(self) -> int:
-        """D, the dimension of one point."""
-        return int(self.train.shape[1])
+        """D, the number of values in one sample."""
+        return int(self.train[0].numel())
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.ndim == 4
+
+    def training_rows(self) -> dict[str, torch.Tensor]:
+        """What the trainer batches from: {"x": train} plus {"y": train_labels} if labelled."""
+        rows = {"x": self.train}
+        if self.train_labels is not None:
+            rows["y"] = self.train_labels
+        return rows
 
 
 class DatasetConfig(BaseModel):
@@ -37,6 +59,6 @@ class DatasetConfig(BaseModel):
 
     name: str
 
-    def build(self) -> PointData:
+    def build(self) -> ArrayData:
         """Load or sample the dataset this config describes."""
         raise NotImplementedError(f"{type(self).__name__} does not implement build()")

@@ -1,4 +1,5 @@
-"""The `file` dataset: a user's own point cloud, (N, D) in a `.npy` or `.csv` file.
+"""The `file` dataset: a user's own data. A point cloud (N, D) in a `.npy` or `.csv` file, or
+images (and optional labels) in an `.npz` file (see `distill.data.images`).
 
 Every problem with the file raises `DataError` naming the file and saying how to fix it.
 """
@@ -13,11 +14,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from distill.data.base import DatasetConfig, PointData
+from distill.data.base import ArrayData, DatasetConfig
+from distill.data.images import labelled_split, load_image_npz
 from distill.errors import DataError
 from distill.registry import DATASETS
 
-SUPPORTED_SUFFIXES = (".npy", ".csv")
+POINT_SUFFIXES = (".npy", ".csv")
 MAX_DIM = 16
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -105,11 +107,12 @@ def load_points(path: Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "file not found", "Check the `path` in the dataset config.")
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+    if path.suffix.lower() not in POINT_SUFFIXES:
         raise _fail(
             path,
             f"unsupported file type {path.suffix or '(no extension)'!r}",
-            f"Supported types: {', '.join(SUPPORTED_SUFFIXES)} holding an (N, D) array.",
+            "Supported types: .npy or .csv holding an (N, D) array of points, or .npz holding "
+            "images x (and labels y).",
         )
     if path.stat().st_size == 0:
         raise _fail(path, "the file is empty", "Write an (N, D) array of points into it.")
@@ -163,16 +166,20 @@ def split_points(
     return points[order[n_test:]], points[order[:n_test]]
 
 
-@DATASETS.register("file", summary="your own (N, D) points from a .npy or .csv file", paper="")
+@DATASETS.register("file", summary="your own points (.npy/.csv, (N, D)) or images (.npz with x, y)",
+                   paper="")
 class PointsFileConfig(DatasetConfig):
-    """A point cloud read from `path`, shuffled with `seed` and split into train and test."""
+    """Points or images read from `path`, shuffled with `seed` and split into train and test."""
 
     name: Literal["file"] = "file"
     path: Path
     test_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
 
-    def build(self) -> PointData:
+    def build(self) -> ArrayData:
+        if self.path.suffix.lower() == ".npz":
+            images, labels = load_image_npz(self.path)
+            return labelled_split("file", images, labels, self.test_fraction, self.seed, str(self.path))
         points = load_points(self.path)
         train, test = split_points(points, self.test_fraction, self.seed, str(self.path))
-        return PointData("file", train, test)
+        return ArrayData("file", train, test)

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, create_model
 
-from distill.data.base import DatasetConfig, PointData
+from distill.data.base import ArrayData, DatasetConfig
 from distill.registry import DATASETS
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -107,13 +107,13 @@ class ToyConfig(DatasetConfig):
     n_test: int = Field(10_000, gt=0, description="number of held-out test points")
     seed: int = 0
 
-    def build(self) -> PointData:
+    def build(self) -> ArrayData:
         sampler, _ = SAMPLERS[self.name]
         train = sampler(self.n, torch.Generator().manual_seed(self.seed))
         test = sampler(self.n_test, torch.Generator().manual_seed(self.seed + 1))
         if self.name == "8gaussians":
-            return PointData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD)
-        return PointData(self.name, train, test)
+            return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD)
+        return ArrayData(self.name, train, test)
 
 
 TOY_CONFIGS: dict[str, type[ToyConfig]] = {}

@@ -1,73 +1,157 @@
-"""Side-by-side evaluation of generators on the same noise: one row per (model, steps)."""
+"""Side-by-side evaluation of generators on the same noise: one row per (model, steps).
+
+Points are scored with sample distances (SWD, MMD, energy); images with FID, precision and
+recall in the feature space of a small classifier the library trains once per dataset, and
+with class accuracy of conditional samples. Every model starts from the same noise (and the
+same class labels) and is compared with the same reference data.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from distill.config import EvalConfig
-from distill.data.base import PointData
+from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.samplers import fixed_noise, nfe_of, sample
 from distill.metrics.samples import energy_distance, mmd_rbf, mode_coverage, sliced_wasserstein
 
-METRICS = ("swd", "mmd", "energy")
+POINT_METRICS = ("swd", "mmd", "energy")
+IMAGE_METRICS = ("fid", "precision", "recall")
 
 
-def point_metrics(x: Tensor, reference: Tensor, data: PointData, n_pairwise: int) -> dict[str, float]:
+@dataclass
+class Generator:
+    """A model to evaluate: the denoiser, its step counts, sampler and CFG scale."""
+
+    denoiser: Denoiser
+    steps: list[int]
+    sampler: str = "euler"
+    guidance: float = 1.0
+
+
+class PointScorer:
     """SWD on all points; MMD and energy (quadratic cost) on the first `n_pairwise`."""
-    values = {
-        "swd": sliced_wasserstein(x, reference),
-        "mmd": mmd_rbf(x[:n_pairwise], reference[:n_pairwise]),
-        "energy": energy_distance(x[:n_pairwise], reference[:n_pairwise]),
-    }
-    if data.modes is not None and data.mode_std is not None:
-        values.update(mode_coverage(x, data.modes, data.mode_std))
-    return values
+
+    primary = "swd"
+
+    def __init__(self, data: ArrayData, cfg: EvalConfig, n_pairwise: int = 4000) -> None:
+        self.data, self.cfg, self.n_pairwise = data, cfg, n_pairwise
+        self.reference = data.test[: cfg.n_samples]
+        self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else [])
+
+    def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
+        ref = self.reference if reference is None else reference
+        n = self.n_pairwise
+        values = {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x[:n], ref[:n]),
+                  "energy": energy_distance(x[:n], ref[:n])}
+        if self.data.modes is not None and self.data.mode_std is not None:
+            values.update(mode_coverage(x, self.data.modes, self.data.mode_std))
+        return values
+
+    def floor(self) -> dict[str, float]:
+        """Training points vs the held-out reference: no generator can be told apart below this."""
+        return self.score(self.data.train[: self.cfg.n_samples])
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class ImageScorer:
+    """FID / precision / recall against the training images in the features of a digits-style
+    classifier trained once on this dataset and cached; class accuracy for labelled samples."""
+
+    primary = "fid"
+
+    def __init__(self, data: ArrayData, cfg: EvalConfig) -> None:
+        from distill.metrics.feature_net import load_or_train_feature_net
+
+        if data.train_labels is None:
+            raise ValueError(f"image metrics need a labelled dataset to train their feature network; "
+                             f"{data.name!r} has no labels")
+        self.data, self.cfg = data, cfg
+        self.net, self._info = load_or_train_feature_net(
+            data.train, data.train_labels, data.test, data.test_labels)
+        self.reference = data.train
+        self.metrics = list(IMAGE_METRICS) + (["class_accuracy"] if data.num_classes else [])
+
+    def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
+        from distill.metrics.fid import image_metrics
+
+        ref = self.reference if reference is None else reference
+        return image_metrics(x.clamp(-1, 1), ref, self.net, fake_labels=labels)
+
+    def floor(self) -> dict[str, float]:
+        """Held-out test images vs the training images (fewer samples than the rows: FID's
+        small-sample bias makes this floor an upper estimate)."""
+        return self.score(self.data.test, labels=self.data.test_labels)
+
+    def info(self) -> dict[str, Any]:
+        return {"feature_net_test_accuracy": self._info.get("test_accuracy")}
+
+
+def make_scorer(data: ArrayData, cfg: EvalConfig) -> PointScorer | ImageScorer:
+    return ImageScorer(data, cfg) if data.is_image else PointScorer(data, cfg)
+
+
+def eval_labels(n: int, num_classes: int | None) -> Tensor | None:
+    """Class labels for evaluation samples, 0, 1, ..., K-1, 0, 1, ... (so a grid of the first
+    rows shows every class), or None for unlabelled data."""
+    return None if not num_classes else torch.arange(n) % num_classes
 
 
 @torch.inference_mode()
-def timed_sample(denoiser: Denoiser, noise: Tensor, steps: int, sampler: str,
-                 repeats: int) -> tuple[Tensor, float]:
-    """Samples from `noise`, and the best-of-`repeats` wall time in ms per sample."""
-    out = sample(denoiser, noise, steps, sampler)  # also the warm-up
+def generate(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
+             chunk: int = 2048) -> Tensor:
+    """Samples from `noise` (N, *shape), in chunks to bound memory."""
+    cond = labels if gen.denoiser.conditional else None
+    parts = []
+    for start in range(0, len(noise), chunk):
+        c = None if cond is None else cond[start : start + chunk]
+        parts.append(sample(gen.denoiser, noise[start : start + chunk], steps, gen.sampler,
+                            cond=c, guidance=gen.guidance))
+    return torch.cat(parts)
+
+
+@torch.inference_mode()
+def time_sampler(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
+                 repeats: int) -> float:
+    """Best-of-`repeats` wall time in ms per sample, after one warm-up."""
+    generate(gen, noise, labels, steps)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        sample(denoiser, noise, steps, sampler)
+        generate(gen, noise, labels, steps)
         best = min(best, time.perf_counter() - start)
-    return out, 1000.0 * best / len(noise)
+    return 1000.0 * best / len(noise)
 
 
-def data_floor(data: PointData, cfg: EvalConfig, n_pairwise: int = 4000) -> dict[str, float]:
-    """The metrics between two independent samples of the data itself (training points vs
-    the held-out reference): no generator can be told apart from the data below this."""
-    return point_metrics(data.train[: cfg.n_samples], data.test[: cfg.n_samples], data, n_pairwise)
-
-
-def evaluate_generators(models: dict[str, tuple[Denoiser, list[int], str]], data: PointData,
-                        cfg: EvalConfig, n_pairwise: int = 4000
+def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: EvalConfig,
+                        scorer: PointScorer | ImageScorer | None = None
                         ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-    """Rows {model, sampler, steps, nfe, swd, mmd, energy, [mode_*], ms_per_sample} and
-    samples {"data", "<model>/nfe=<nfe>"} (the first cfg.plot_points of each).
-
-    models: label -> (denoiser, list of step counts, sampler). Every model starts from the
-    same noise (cfg.seed) and is compared with the same held-out data.
-    """
-    reference = data.test[: cfg.n_samples]
-    noise = fixed_noise(cfg.n_samples, (data.dim,), cfg.seed)
+    """Rows {model, sampler, steps, nfe, guidance, <metrics>, ms_per_sample} and samples
+    {"data", "<model>/nfe=<nfe>"} (the first cfg.plot_points of each)."""
+    scorer = scorer or make_scorer(data, cfg)
+    noise = fixed_noise(cfg.n_samples, data.shape, cfg.seed)
+    labels = eval_labels(cfg.n_samples, data.num_classes)
+    timing = min(cfg.timing_samples, cfg.n_samples)
     rows: list[dict[str, Any]] = []
-    samples = {"data": reference[: cfg.plot_points]}
-    for label, (denoiser, step_counts, sampler) in models.items():
-        for steps in step_counts:
-            x, ms = timed_sample(denoiser, noise, steps, sampler, cfg.timing_repeats)
-            nfe = nfe_of(sampler, steps)
-            row = {"model": label, "sampler": sampler, "steps": steps, "nfe": nfe}
-            row.update(point_metrics(x, reference, data, n_pairwise))
-            row["ms_per_sample"] = ms
+    samples = {"data": scorer.reference[: cfg.plot_points]}
+    for label, gen in models.items():
+        for steps in gen.steps:
+            x = generate(gen, noise, labels, steps)
+            nfe = nfe_of(gen.sampler, steps)
+            row: dict[str, Any] = {"model": label, "sampler": gen.sampler, "steps": steps, "nfe": nfe}
+            if gen.guidance != 1.0:
+                row["guidance"] = gen.guidance
+            row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
+            row["ms_per_sample"] = time_sampler(gen, noise[:timing], None if labels is None
+                                                else labels[:timing], steps, cfg.timing_repeats)
             rows.append(row)
             samples[f"{label}/nfe={nfe}"] = x[: cfg.plot_points].clone()
     return rows, samples

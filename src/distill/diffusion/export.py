@@ -1,13 +1,23 @@
-"""Save and load a trained denoiser: `model.safetensors` + `config.json` in one directory.
+"""Save and load a trained denoiser: weights + `distill.json` in one directory.
 
 This is the `student/` directory of every run, and what a later run loads when it names
-the run as its teacher.
+the run as its teacher. A backbone that is a diffusers model is saved with diffusers'
+`save_pretrained`, so `UNet2DModel.from_pretrained(run/student)` loads it directly, and a
+`scheduler_config.json` is written where a diffusers scheduler reproduces the sampler:
+
+    student/
+      distill.json                          schedule, prediction, shape, classes, steps
+      model.safetensors                     (mlp and other plain torch backbones)
+      config.json                           (diffusers backbones: diffusers' own config)
+      diffusion_pytorch_model.safetensors   (diffusers backbones)
+      scheduler_config.json                 (flow/velocity and vp-discrete students)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,56 +27,109 @@ from torch import nn
 
 from distill.diffusion.denoiser import Denoiser
 from distill.errors import CheckpointError
+from distill.models.image import TRAIN_TIMESTEPS, DiffusersNet
 from distill.registry import MODELS
 
-FORMAT = "distill.denoiser/v1"
+FORMAT = "distill.denoiser/v2"
+LEGACY_FORMAT = "distill.denoiser/v1"  # points only: config.json with "dim"
+META_FILE = "distill.json"
+PLAIN_WEIGHTS = "model.safetensors"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, dim: int,
+def diffusers_scheduler_config(denoiser: Denoiser) -> dict[str, Any] | None:
+    """A diffusers scheduler config that samples this denoiser as our own samplers do, or
+    None when no diffusers scheduler matches its schedule and prediction type."""
+    schedule, prediction = denoiser.schedule.name, denoiser.prediction
+    if schedule == "flow" and prediction == "velocity" and denoiser.preconditioning == "none":
+        return {"_class_name": "FlowMatchEulerDiscreteScheduler",
+                "num_train_timesteps": TRAIN_TIMESTEPS, "shift": 1.0}
+    # diffusers' v_prediction is alpha eps - sigma x0, not our dx/dt, so only eps and x0 match
+    if schedule == "vp-discrete" and prediction in ("eps", "x0") and denoiser.preconditioning == "none":
+        return {"_class_name": "DDIMScheduler", "num_train_timesteps": TRAIN_TIMESTEPS,
+                "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+                "prediction_type": "epsilon" if prediction == "eps" else "sample",
+                "timestep_spacing": "trailing", "set_alpha_to_one": True, "clip_sample": False}
+    return None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2))
+
+
+def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, shape: tuple[int, ...],
                   **meta: Any) -> Path:
-    """Write weights and config atomically (temp files, then rename)."""
+    """Write the export into a temporary sibling directory, then swap it into place, so a
+    crash never leaves a half-written student."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in denoiser.net.state_dict().items()}
-    save_file(weights, directory / "model.safetensors.tmp")
-    os.replace(directory / "model.safetensors.tmp", directory / "model.safetensors")
-    config = {"format": FORMAT, "model": model_cfg.model_dump(mode="json"), "dim": dim,
-              "schedule": denoiser.schedule.name, "prediction": denoiser.prediction, **meta}
-    (directory / "config.json.tmp").write_text(json.dumps(config, indent=2))
-    os.replace(directory / "config.json.tmp", directory / "config.json")
+    staging = directory.with_name(directory.name + ".tmp-export")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    net = denoiser.net
+    if isinstance(net, DiffusersNet):
+        net.model.save_pretrained(staging, safe_serialization=True)
+        weights = DIFFUSERS_WEIGHTS
+        scheduler = diffusers_scheduler_config(denoiser)
+        if scheduler is not None:
+            _write_json(staging / "scheduler_config.json", scheduler)
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        save_file(state, staging / PLAIN_WEIGHTS)
+        weights = PLAIN_WEIGHTS
+    _write_json(staging / META_FILE, {
+        "format": FORMAT, "model": model_cfg.model_dump(mode="json"), "shape": list(shape),
+        "num_classes": denoiser.num_classes, "schedule": denoiser.schedule.name,
+        "prediction": denoiser.prediction, "preconditioning": denoiser.preconditioning,
+        "weights": weights, **meta})
+    old = directory.with_name(directory.name + ".old-export")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "config.json"
+    """The export's metadata (distill.json; older point exports kept it in config.json)."""
+    directory = Path(directory)
+    path = directory / META_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} holds no exported model (missing config.json); "
-                              "point at a finished run directory or its student/ folder")
+        legacy = directory / "config.json"
+        if legacy.is_file() and '"distill.denoiser/v1"' in legacy.read_text(errors="replace"):
+            path = legacy
+        else:
+            raise CheckpointError(f"{directory} holds no exported model (missing {META_FILE}); "
+                                  "point at a finished run directory or its student/ folder")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if config.get("format") != FORMAT:
+    if config.get("format") == LEGACY_FORMAT:
+        config.update(shape=[config.pop("dim")], num_classes=None, preconditioning="none",
+                      weights=PLAIN_WEIGHTS)
+    elif config.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a distill denoiser export (format {config.get('format')!r})")
     return config
 
 
 def load_denoiser(directory: Path) -> tuple[Denoiser, dict[str, Any]]:
-    """The exported denoiser (eval mode, frozen) and its config.json contents."""
+    """The exported denoiser (eval mode, frozen) and its metadata."""
     directory = Path(directory)
     config = read_export_config(directory)
     model_cfg = MODELS.get(config["model"]["name"]).model_validate(config["model"])
-    net = model_cfg.build(config["dim"])
+    denoiser = model_cfg.make_denoiser(tuple(config["shape"]), config["num_classes"])
+    weights = directory / config["weights"]
     try:
-        state = load_file(directory / "model.safetensors")
+        state = load_file(weights)
     except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"{directory / 'model.safetensors'} cannot be read ({err}); "
-                              "the export is corrupt: re-run `distill eval` on its run or retrain") from None
+        raise CheckpointError(f"{weights} cannot be read ({err}); the export is corrupt: "
+                              "re-run `distill eval` on its run or retrain") from None
+    target = denoiser.net.model if isinstance(denoiser.net, DiffusersNet) else denoiser.net
     try:
-        net.load_state_dict(state)
+        target.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{directory / 'model.safetensors'} does not fit its config.json: {err}") from None
-    denoiser = Denoiser(net, config["schedule"], config["prediction"])
+        raise CheckpointError(f"{weights} does not fit its {META_FILE}: {err}") from None
     return freeze(denoiser), config
 
 

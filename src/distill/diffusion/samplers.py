@@ -1,7 +1,23 @@
-"""ODE samplers from noise (t = 1) to data (t = 0), and the fixed-seed noise API.
+"""Samplers from noise (t = 1) to data (t = 0) for every schedule, and the fixed-seed noise API.
 
 Teacher and student are always compared on the same noise: `fixed_noise(n, shape, seed)`
-draws from its own generator, untouched by training randomness.
+draws from its own generator, untouched by training randomness. Samplers start from
+x_1 = sigma(1) * noise and walk a uniform grid in t (for `edm` that grid is the Karras rho = 7
+grid). Stochastic samplers (DDIM with eta > 0, multistep consistency) draw their fresh noise
+from a generator seeded with `seed`, so they are reproducible too.
+
+- `euler`, `heun`: the probability-flow ODE dx/dt = v (Karras et al. 2022, Alg. 1).
+- `ddim`: Song et al. 2021, Eq. 12, with eta (eta = 0 is the deterministic ODE sampler).
+- `dpm++2m`: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), multistep 2nd order in the data
+  prediction, first order on the last step, on a Karras noise-level grid (`karras_grid`).
+- `multistep`: denoise to x0, re-noise to the next t with fresh noise (the multistep
+  consistency sampler, Song et al. 2023, Alg. 1); the sampler of few-step students.
+
+These are written once against the Schedule/Denoiser seam rather than wrapping diffusers'
+scheduler classes: a diffusers scheduler owns its own discrete sigma table per class, while
+one solver here serves six schedules and students queried at arbitrary t. The DPM-Solver++
+update is checked against diffusers' `DPMSolverMultistepScheduler` in the tests, and
+exported diffusers students carry a diffusers scheduler config (see `export.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +28,9 @@ import torch
 from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.schedules import Schedule
+
+SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep")
 
 
 def fixed_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
@@ -20,44 +39,147 @@ def fixed_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
     return torch.randn((n, *shape), generator=generator)
 
 
-def time_grid(steps: int, device: torch.device | None = None) -> Tensor:
+def time_grid(steps: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """`steps + 1` uniformly spaced times from 1 (noise) down to 0 (data)."""
-    return torch.linspace(1.0, 0.0, steps + 1, device=device)
+    return torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=dtype)
 
 
-def euler(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
-    """Euler ODE solve with `steps` velocity evaluations (NFE = steps). noise: (B, ...)."""
-    x = noise
-    times = time_grid(steps, noise.device)
+def karras_grid(schedule: Schedule, steps: int, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float32, sigma_max: float = 10.0,
+                sigma_min: float = 0.002, rho: float = 7.0) -> Tensor:
+    """t = 1, then the Karras et al. 2022 (Eq. 5) noise levels sigma / alpha spaced with rho = 7
+    from sigma_max down to sigma_min (`steps - 1` of them, mapped to t through the schedule's
+    log-SNR), then t = 0: the grid of "DPM++ 2M Karras". The first step jumps from pure noise
+    to sigma_max = 10, where the x0-prediction of data in [-1, 1] is already the data mean."""
+    if steps == 1:
+        return time_grid(1, device, dtype)
+    i = torch.arange(steps - 1, dtype=torch.float64) / max(steps - 2, 1)
+    hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    sigmas = (hi + i * (lo - hi)) ** rho
+    t = schedule.t_of_log_snr(-2 * torch.log(sigmas))
+    grid = torch.cat([torch.ones(1, dtype=torch.float64), t, torch.zeros(1, dtype=torch.float64)])
+    return grid.to(device=device, dtype=dtype)
+
+
+class Guide:
+    """The denoiser with its condition and guidance scale bound: what a sampler calls."""
+
+    def __init__(self, denoiser: Denoiser, cond: Tensor | None, guidance: float) -> None:
+        self.denoiser, self.cond, self.guidance = denoiser, cond, guidance
+        self.schedule = denoiser.schedule
+
+    def __call__(self, x: Tensor, t: Tensor, kind: str) -> Tensor:
+        return self.denoiser.predict(x, t.expand(x.shape[0]).to(x.dtype), kind, self.cond, self.guidance)
+
+
+def _scalar(schedule_fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    return schedule_fn(t.reshape(1))[0]
+
+
+def euler(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """NFE = steps."""
     for t, t_next in zip(times[:-1], times[1:], strict=True):
-        v = denoiser.velocity(x, t.expand(x.shape[0]))
-        x = x + (t_next - t) * v
+        x = x + (t_next - t) * model(x, t, "velocity")
     return x
 
 
-def heun(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
-    """Heun's 2nd-order solve (Karras et al. 2022, Alg. 1); NFE = 2 * steps. The flow
-    velocity is finite at t = 0, so the last step is corrected too (unlike EDM's sigma = 0)."""
-    x = noise
-    times = time_grid(steps, noise.device)
+def heun(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """NFE = 2 * steps - 1: the last step, into t = 0 where x0 and eps predictions give no
+    velocity (sigma = 0), is an Euler step, as in Karras et al. 2022, Alg. 1."""
     for t, t_next in zip(times[:-1], times[1:], strict=True):
-        v = denoiser.velocity(x, t.expand(x.shape[0]))
+        v = model(x, t, "velocity")
         x_euler = x + (t_next - t) * v
-        v_next = denoiser.velocity(x_euler, t_next.expand(x.shape[0]))
-        x = x + (t_next - t) * 0.5 * (v + v_next)
+        if t_next > 0:
+            x = x + (t_next - t) * 0.5 * (v + model(x_euler, t_next, "velocity"))
+        else:
+            x = x_euler
     return x
 
 
-SAMPLERS: dict[str, Callable[[Denoiser, Tensor, int], Tensor]] = {"euler": euler, "heun": heun}
+def ddim(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator, eta: float = 0.0) -> Tensor:
+    """x_s = alpha_s x0 + sqrt(sigma_s² - c²) eps + c z, c = eta sigma_s sqrt(1 - SNR_t / SNR_s)
+    (DDIM Eq. 12 and 16, written for any alpha/sigma)."""
+    s = model.schedule
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        x0 = model(x, t, "x0")
+        eps = s.to_x0_eps(x, t.expand(x.shape[0]).to(x.dtype), x0, "x0")[1]
+        a_n, s_n = _scalar(s.alpha, t_next), _scalar(s.sigma, t_next)
+        if t_next == 0:
+            return a_n * x0 + s_n * eps
+        snr_ratio = (_scalar(s.log_snr, t) - _scalar(s.log_snr, t_next)).exp()
+        c = eta * s_n * (1 - snr_ratio).clamp(min=0).sqrt()
+        x = a_n * x0 + (s_n**2 - c**2).clamp(min=0).sqrt() * eps
+        if eta > 0:
+            x = x + c * torch.randn(x.shape, generator=generator).to(x)
+    return x
+
+
+def dpm_solver_pp_2m(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. 2022 Alg. 2, with lambda = log(alpha / sigma):
+    x_s = (sigma_s / sigma_t) x - alpha_s (exp(-h) - 1) D, h = lambda_s - lambda_t, and
+    D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev, r = h_prev / h. D = x0_t on the first step and on
+    the last, into t = 0 (diffusers' `lower_order_final`): there lambda is (nearly) infinite
+    and the 2nd-order extrapolation would blow up."""
+    s = model.schedule
+    x0_prev, h_prev = None, None
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        x0 = model(x, t, "x0")
+        a_n, s_n, s_t = _scalar(s.alpha, t_next), _scalar(s.sigma, t_next), _scalar(s.sigma, t)
+        if t_next <= 0:  # lambda = +inf: the exact first-order step lands on the data prediction
+            return a_n * x0 if s_n <= 0 else a_n * x0 + s_n / s_t * (x - _scalar(s.alpha, t) * x0)
+        lam_t = 0.5 * _scalar(s.log_snr, t)
+        lam_n = 0.5 * _scalar(s.log_snr, t_next)
+        h = lam_n - lam_t
+        if x0_prev is None:
+            d = x0
+        else:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev
+        x = (s_n / s_t) * x - a_n * torch.expm1(-h) * d
+        x0_prev, h_prev = x0, h
+    return x
+
+
+def multistep(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """Denoise to x0 at each t, then re-noise to the next t with fresh noise (NFE = steps)."""
+    s = model.schedule
+    x0 = x
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        x0 = model(x, t, "x0")
+        if t_next > 0:
+            z = torch.randn(x.shape, generator=generator).to(x)
+            x = _scalar(s.alpha, t_next) * x0 + _scalar(s.sigma, t_next) * z
+    return x0
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "euler": euler, "heun": heun, "ddim": ddim, "dpm++2m": dpm_solver_pp_2m, "multistep": multistep,
+}
 
 
 def nfe_of(sampler: str, steps: int) -> int:
-    """Network evaluations a sampler makes for `steps` steps."""
-    return 2 * steps if sampler == "heun" else steps
+    """Network evaluations a sampler makes for `steps` steps (without guidance, which doubles
+    the batch but not the count of sequential evaluations)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
-def sample(denoiser: Denoiser, noise: Tensor, steps: int, sampler: str = "euler") -> Tensor:
-    """Run `sampler` from `noise`; gradients flow if the caller has grad enabled."""
+def sample(denoiser: Denoiser, noise: Tensor, steps: int, sampler: str = "euler",
+           cond: Tensor | None = None, guidance: float = 1.0, eta: float = 0.0,
+           seed: int = 0) -> Tensor:
+    """Run `sampler` for `steps` steps from standard normal `noise` (B, ...); gradients flow
+    if the caller has grad enabled. cond: (B,) class labels or None; guidance: CFG scale."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; available: {', '.join(SAMPLERS)}")
-    return SAMPLERS[sampler](denoiser, noise, steps)
+    if steps < 1:
+        raise ValueError(f"a sampler needs at least one step, got {steps}")
+    model = Guide(denoiser, cond, guidance)
+    dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
+    if sampler == "dpm++2m":
+        times = karras_grid(denoiser.schedule, steps, noise.device, dtype)
+    else:
+        times = time_grid(steps, noise.device, dtype)
+    generator = torch.Generator().manual_seed(seed)
+    x = denoiser.schedule.prior_scale() * noise
+    if sampler == "ddim":
+        return ddim(model, x, times, generator, eta=eta)
+    return SAMPLERS[sampler](model, x, times, generator)

@@ -17,23 +17,39 @@ from typing import Any, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.cache import cache_root
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.export import load_denoiser
-from distill.errors import ConfigError
+from distill.diffusion.schedules import ScheduleName
+from distill.errors import ConfigError, ModelMismatchError
 from distill.registry import TEACHERS
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
 
 
 class TeacherSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
+    schedule: ScheduleName | None = Field(None, description="the schedule the teacher must have")
+    prediction: Literal["velocity", "x0", "eps"] | None = Field(
+        None, description="the prediction type the teacher must have")
 
     def load(self) -> tuple[Denoiser, dict[str, Any]]:
-        """The frozen teacher denoiser and its export config."""
+        """The frozen teacher denoiser and its export config, checked against the schedule
+        and prediction type this section expects (if it names them)."""
+        denoiser, meta = self.load_export()
+        for key in ("schedule", "prediction"):
+            expected, found = getattr(self, key), meta.get(key)
+            if expected is not None and expected != found:
+                raise ModelMismatchError(
+                    f"teacher.{key}: the config expects {expected!r} but the teacher "
+                    f"{self.describe()} was trained with {key} {found!r}; fix teacher.{key} or "
+                    "point at the right teacher")
+        return denoiser, meta
+
+    def load_export(self) -> tuple[Denoiser, dict[str, Any]]:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
 
 
 @TEACHERS.register("run", summary="the exported model of a finished run directory")
@@ -41,7 +57,10 @@ class RunTeacher(TeacherSource):
     name: Literal["run"] = "run"
     path: Path
 
-    def load(self) -> tuple[Denoiser, dict[str, Any]]:
+    def describe(self) -> str:
+        return str(self.path)
+
+    def load_export(self) -> tuple[Denoiser, dict[str, Any]]:
         if not self.path.exists():
             raise ConfigError(f"teacher.path: {self.path} does not exist; train a teacher first "
                               "(distill run configs/toy2d/teacher-8gaussians.yaml)")
@@ -62,7 +81,10 @@ class RecipeTeacher(TeacherSource):
         cfg = load_config(self.config, self.overrides)
         return cache_root() / "teachers" / f"{cfg.name}-{config_hash(cfg)}"
 
-    def load(self) -> tuple[Denoiser, dict[str, Any]]:
+    def describe(self) -> str:
+        return f"recipe {self.config}"
+
+    def load_export(self) -> tuple[Denoiser, dict[str, Any]]:
         from distill.config import load_config
         from distill.runner import run
 

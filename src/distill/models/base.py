@@ -1,22 +1,46 @@
-"""What every registered backbone config provides."""
+"""What every registered backbone config provides: a network and the denoiser around it."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
+
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.schedules import ScheduleName
 
 
 class ModelConfig(BaseModel):
-    """A registered backbone: `build(dim)` returns `net(x: (B, dim), t: (B,)) -> (B, dim)`."""
+    """A registered backbone. `build(shape, num_classes)` returns
+    `net(x: (B, *shape), t: (B,), cond: (B,) long | None) -> (B, *shape)`; a class-conditional
+    net (num_classes = K) embeds K + 1 labels, the last one being the null class of CFG."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     prediction: Literal["velocity", "x0", "eps"] = "velocity"
-    schedule: Literal["flow"] = "flow"
+    schedule: ScheduleName = "flow"
+    preconditioning: Literal["none", "edm"] = "none"
     init: Literal["random", "teacher"] = "random"
 
-    def build(self, dim: int) -> nn.Module:
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.preconditioning == "edm" and self.prediction != "x0":
+            raise ValueError("preconditioning: edm makes the model predict x0; set prediction: x0")
+        if self.schedule == "edm" and self.preconditioning != "edm":
+            raise ValueError("schedule: edm has noise levels up to sigma = 80, which a network "
+                             "cannot take unscaled; set preconditioning: edm and prediction: x0")
+        return self
+
+    def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
         raise NotImplementedError
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise ConfigError if this backbone cannot take samples of `shape`."""
+
+    def make_denoiser(self, shape: tuple[int, ...], num_classes: int | None) -> Denoiser:
+        """The backbone wrapped with this config's schedule, prediction and preconditioning."""
+        self.check_shape(shape)
+        return Denoiser(self.build(shape, num_classes), self.schedule, self.prediction,
+                        num_classes=num_classes, preconditioning=self.preconditioning)

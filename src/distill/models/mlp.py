@@ -1,4 +1,4 @@
-"""MLP denoiser backbone for low-dimensional data (toy 2D points, small feature vectors)."""
+"""MLP denoiser backbone for low-dimensional data (toy 2D points, small flattened images)."""
 
 from __future__ import annotations
 
@@ -22,23 +22,31 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0) -> Ten
 
 
 class TimeMLP(nn.Module):
-    """x: (B, D), t: (B,) -> (B, D). Time enters as a sinusoidal embedding concatenated to x."""
+    """x: (B, *shape), t: (B,), cond: (B,) | None -> (B, *shape). x is flattened; time enters
+    as a sinusoidal embedding and the class as a learned embedding, concatenated to x."""
 
-    def __init__(self, dim: int, hidden: int, depth: int, time_dim: int,
-                 activation: str = "silu") -> None:
+    def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, time_dim: int,
+                 activation: str = "silu", num_classes: int | None = None) -> None:
         super().__init__()
-        self.time_dim = time_dim
+        self.shape, self.time_dim = tuple(shape), time_dim
+        dim = math.prod(shape)
         act = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[activation]
+        self.class_embedding = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
         layers: list[nn.Module] = []
-        width = dim + time_dim
+        width = dim + time_dim * (2 if num_classes else 1)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), act()]
             width = hidden
         layers.append(nn.Linear(width, dim))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.layers(torch.cat([x, sinusoidal_embedding(t, self.time_dim)], dim=1))
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        parts = [x.flatten(1), sinusoidal_embedding(t, self.time_dim).to(x.dtype)]
+        if self.class_embedding is not None:
+            if cond is None:
+                raise ValueError("this network is class-conditional: pass class labels")
+            parts.append(self.class_embedding(cond).to(x.dtype))
+        return self.layers(torch.cat(parts, dim=1)).reshape(x.shape)
 
 
 @MODELS.register("mlp", summary="MLP with sinusoidal time embedding, for points and small vectors")
@@ -49,5 +57,5 @@ class MLPConfig(ModelConfig):
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
 
-    def build(self, dim: int) -> nn.Module:
-        return TimeMLP(dim, self.hidden, self.depth, self.time_dim, self.activation)
+    def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+        return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes)

@@ -23,7 +23,7 @@ from distill.config import TrainConfig
 from distill.errors import CheckpointError, ConfigError, NonFiniteLossError
 from distill.method import Method, ParamGroup
 from distill.train import checkpoint
-from distill.train.batches import BatchStream
+from distill.train.batches import Batch, BatchStream, batch_to, split_batch
 from distill.train.ema import EMA
 from distill.train.logging import MetricsLogger
 
@@ -56,7 +56,7 @@ class Trainer:
     """Trains `method` for `train.steps` trainer steps on rows from `method.train_data()`
     (or `rows`), writing checkpoints and metrics under `run_dir`."""
 
-    def __init__(self, method: Method, train: TrainConfig, run_dir: Path, rows: Tensor,
+    def __init__(self, method: Method, train: TrainConfig, run_dir: Path, rows: Batch,
                  accelerator: Accelerator | None = None, config_hash: str = "") -> None:
         self.cfg, self.run_dir, self.config_hash = train, Path(run_dir), config_hash
         self.accelerator = accelerator or make_accelerator(train)
@@ -183,7 +183,7 @@ class Trainer:
                 f"stopped without saving it ({kept}). Lower train.lr, enable train.clip_grad_norm, "
                 "or check the data for extreme values.")
 
-    def _update_group(self, group: ParamGroup, micro: tuple[Tensor, ...]) -> dict[str, float]:
+    def _update_group(self, group: ParamGroup, micro: tuple[Batch, ...]) -> dict[str, float]:
         acc, accum = self.accelerator, len(micro)
         self.model.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
@@ -220,7 +220,7 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 self.method.before_step(self.step)
-                micro = self.stream.next().tensor_split(cfg.grad_accum)
+                micro = split_batch(batch_to(self.stream.next(), acc.device), cfg.grad_accum)
                 updated, logs = [], {}
                 for group in self.groups:
                     if group.is_due(self.step):

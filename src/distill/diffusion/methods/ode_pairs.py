@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from distill.data.base import PointData
+from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.samplers import fixed_noise, sample
 from distill.method import Method, MethodConfig, ParamGroup
@@ -19,7 +19,8 @@ class OdePairsConfig(MethodConfig):
     name: Literal["ode-pairs"] = "ode-pairs"
     student_steps: int = Field(1, gt=0, description="Euler steps the student takes")
     teacher_steps: int = Field(64, gt=0, description="steps of the teacher solve making targets")
-    teacher_sampler: Literal["euler", "heun"] = "euler"
+    teacher_sampler: Literal["euler", "heun", "dpm++2m"] = "euler"
+    guidance: float = Field(1.0, ge=0, description="CFG scale of the teacher solve (1: none)")
     pairs: int = Field(50000, ge=0, description="pairs generated once and cached; 0: fresh each batch")
     loss: Literal["l2", "pseudo-huber"] = "l2"
     huber_c: float = Field(0.03, gt=0)
@@ -33,6 +34,14 @@ def regression_loss(pred: Tensor, target: Tensor, kind: str, c: float) -> Tensor
     return sq.mean() / pred[0].numel()
 
 
+def generation_labels(n: int, num_classes: int | None, seed: int) -> Tensor | None:
+    """Class labels to generate with: (n,) cycling 0..K-1 in a seeded order, or None."""
+    if not num_classes:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
+
+
 @METHODS.register("ode-pairs", summary="regress the student onto teacher (noise, ODE solution) pairs",
                   paper="Knowledge Distillation in Iterative Generative Models (Luhman & Luhman, 2021)")
 class OdePairs(Method):
@@ -42,41 +51,52 @@ class OdePairs(Method):
 
     Implemented: pairs generated once (cached in memory, `pairs`) or fresh each batch
     (`pairs: 0`), L2 or pseudo-Huber loss, multi-step students trained end to end through
-    their own sampler. Not implemented: LPIPS (images come with the image substrate).
+    their own sampler, class-conditional pairs (the teacher solved with CFG scale
+    `guidance`, so the student learns the guided sampler). Not implemented: LPIPS (no
+    pretrained perceptual network ships offline).
     """
 
     Config = OdePairsConfig
 
-    def __init__(self, cfg: OdePairsConfig, student: Denoiser, teacher: Denoiser, data: PointData,
+    def __init__(self, cfg: OdePairsConfig, student: Denoiser, teacher: Denoiser, data: ArrayData,
                  seed: int = 0, **_: object) -> None:
         super().__init__()
         self.cfg, self.student, self.teacher = cfg, student, teacher
-        self.dim, self.seed = data.dim, seed
-        self._bank = self.make_pairs(cfg.pairs, data.dim) if cfg.pairs else None
+        self.shape, self.seed = data.shape, seed
+        self.num_classes = data.num_classes if student.conditional else None
+        self._bank = self.make_pairs(cfg.pairs) if cfg.pairs else None
 
     @torch.no_grad()
-    def teacher_solution(self, noise: Tensor) -> Tensor:
-        return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler)
+    def teacher_solution(self, noise: Tensor, labels: Tensor | None) -> Tensor:
+        return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler,
+                      cond=labels, guidance=self.cfg.guidance)
 
-    def make_pairs(self, n: int, dim: int) -> Tensor:
-        """(n, 2 * dim) rows [eps, teacher(eps)], from a generator seeded by the run seed."""
-        noise = fixed_noise(n, (dim,), seed=10_007 + self.seed)
-        chunks = [torch.cat([e, self.teacher_solution(e)], dim=1) for e in noise.split(8192)]
-        return torch.cat(chunks)
+    def make_pairs(self, n: int) -> dict[str, Tensor]:
+        """{"noise", "target"[, "y"]}: n teacher solutions from noise seeded by the run seed."""
+        noise = fixed_noise(n, self.shape, seed=10_007 + self.seed)
+        labels = generation_labels(n, self.num_classes, seed=20_011 + self.seed)
+        chunk = max(1, 2**17 // max(1, noise[0].numel()))
+        targets = [self.teacher_solution(e, None if labels is None else labels[i : i + chunk])
+                   for e, i in zip(noise.split(chunk), range(0, n, chunk), strict=True)]
+        bank = {"noise": noise, "target": torch.cat(targets)}
+        if labels is not None:
+            bank["y"] = labels
+        return bank
 
-    def train_data(self) -> Tensor | None:
+    def train_data(self) -> dict[str, Tensor] | None:
         return self._bank
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("student", self.student.parameters())]
 
-    def forward(self, batch: Tensor, group: str, step: int) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
+        labels = batch.get("y") if self.num_classes else None
         if self._bank is not None:
-            noise, target = batch[:, : self.dim], batch[:, self.dim :]
+            noise, target = batch["noise"], batch["target"]
         else:
-            noise = torch.randn_like(batch)
-            target = self.teacher_solution(noise)
-        pred = sample(self.student, noise, self.cfg.student_steps)
+            noise = torch.randn_like(batch["x"])
+            target = self.teacher_solution(noise, labels)
+        pred = sample(self.student, noise, self.cfg.student_steps, cond=labels)
         return {"regression": regression_loss(pred, target, self.cfg.loss, self.cfg.huber_c)}
 
     def student_steps(self) -> list[int]:

@@ -1,0 +1,1 @@
+"""Knowledge distillation on logits: divergences and ranking losses between teacher and student."""

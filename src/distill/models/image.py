@@ -1,0 +1,126 @@
+"""Image backbones from diffusers: a small `UNet2DModel` and a small DiT.
+
+The networks are diffusers models, so a student exported from them loads with
+`UNet2DModel.from_pretrained` / `DiTTransformer2DModel.from_pretrained`. Time t in [0, 1] is
+passed as diffusers' timestep: 1000 t, or the DDPM index 1000 t - 1 on `vp-discrete`, so
+the exported weights follow the convention of diffusers' schedulers (see export.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from distill.errors import ConfigError
+from distill.models.base import ModelConfig
+from distill.registry import MODELS
+
+TRAIN_TIMESTEPS = 1000
+
+
+def diffusers_timestep(t: Tensor, schedule: str) -> Tensor:
+    """Diffusers' timestep for t in [0, 1]: the DDPM index on vp-discrete, else 1000 t."""
+    return t * TRAIN_TIMESTEPS - 1 if schedule == "vp-discrete" else t * TRAIN_TIMESTEPS
+
+
+def _check_image_shape(shape: tuple[int, ...], in_channels: int | None = None) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ConfigError(f"image backbones take samples of shape (C, H, W); the data has shape "
+                          f"{tuple(shape)}: use the mlp backbone for points and vectors")
+    channels, height, width = shape
+    if height != width:
+        raise ConfigError(f"image backbones take square images; the data is {height}x{width}")
+    return channels, height, width
+
+
+class DiffusersNet(nn.Module):
+    """Adapts a diffusers model to `net(x, t, cond)`: maps t to diffusers' timestep and the
+    class label to `class_labels` (the null class K for unconditional calls)."""
+
+    def __init__(self, model: nn.Module, schedule: str, conditional: bool) -> None:
+        super().__init__()
+        self.model, self.schedule, self.conditional = model, schedule, conditional
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        timestep = diffusers_timestep(t, self.schedule)
+        if self.conditional and cond is None:
+            raise ValueError("this network is class-conditional: pass class labels")
+        if not self.conditional and getattr(self.model.config, "num_embeds_ada_norm", None):
+            cond = torch.zeros(t.shape, dtype=torch.long, device=t.device)  # DiT's adaLN needs a label
+        return self.model(x, timestep, class_labels=cond).sample
+
+
+@MODELS.register("unet", summary="small diffusers UNet2DModel for images (class embeddings for CFG)",
+                 paper="Denoising Diffusion Probabilistic Models (Ho et al., 2020)")
+class UNetConfig(ModelConfig):
+    name: Literal["unet"] = "unet"
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1,
+                                description="output channels of each resolution level")
+    layers_per_block: int = Field(1, gt=0)
+    attention: bool = Field(False, description="self-attention blocks at the lowest resolution")
+    norm_groups: int = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> UNetConfig:
+        bad = [c for c in self.channels if c % self.norm_groups]
+        if bad:
+            raise ValueError(f"every entry of channels must be a multiple of norm_groups="
+                             f"{self.norm_groups}; {bad} is not")
+        return self
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        _, size, _ = _check_image_shape(shape)
+        factor = 2 ** (len(self.channels) - 1)
+        if size % factor or size < factor:
+            works = ", ".join(str(factor * k) for k in range(1, 5))
+            raise ConfigError(
+                f"a UNet with {len(self.channels)} levels (student/teacher channels="
+                f"{self.channels}) halves the image {len(self.channels) - 1} times, so it takes "
+                f"sizes that are multiples of {factor} ({works}, ...); the data is {size}x{size}. "
+                "Change the number of levels or the data size.")
+
+    def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+        from diffusers import UNet2DModel
+
+        channels, size, _ = _check_image_shape(shape)
+        levels = len(self.channels)
+        down = ["DownBlock2D"] * levels
+        up = ["UpBlock2D"] * levels
+        if self.attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        model = UNet2DModel(
+            sample_size=size, in_channels=channels, out_channels=channels,
+            block_out_channels=tuple(self.channels), layers_per_block=self.layers_per_block,
+            down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=self.norm_groups,
+            num_class_embeds=num_classes + 1 if num_classes else None)
+        return DiffusersNet(model, self.schedule, conditional=bool(num_classes))
+
+
+@MODELS.register("dit", summary="small diffusers DiT (patch transformer with adaLN-Zero) for images",
+                 paper="Scalable Diffusion Models with Transformers (Peebles & Xie, 2023)")
+class DiTConfig(ModelConfig):
+    name: Literal["dit"] = "dit"
+    patch_size: int = Field(2, gt=0)
+    layers: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    head_dim: int = Field(32, gt=0)
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        _, size, _ = _check_image_shape(shape)
+        if size % self.patch_size:
+            raise ConfigError(f"DiT patch_size={self.patch_size} must divide the image size "
+                              f"{size}; use a patch size among "
+                              f"{[p for p in range(1, size + 1) if size % p == 0]}")
+
+    def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+        from diffusers import DiTTransformer2DModel
+
+        channels, size, _ = _check_image_shape(shape)
+        model = DiTTransformer2DModel(
+            num_attention_heads=self.heads, attention_head_dim=self.head_dim, in_channels=channels,
+            out_channels=channels, num_layers=self.layers, sample_size=size,
+            patch_size=self.patch_size, num_embeds_ada_norm=(num_classes or 0) + 1, norm_num_groups=1)
+        return DiffusersNet(model, self.schedule, conditional=bool(num_classes))
