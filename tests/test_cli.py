@@ -119,3 +119,25 @@ def test_student_init_from_a_different_teacher_architecture(teacher_run: Path, t
     args[2] = "student={name: mlp, hidden: 32, depth: 2, init: teacher}"
     out = invoke_run(*args)
     assert "student.init=teacher" in out and "student.hidden=32 vs teacher 64" in out
+
+
+def test_guidance_on_an_unconditional_teacher(teacher_run: Path, tmp_path: Path):
+    out = invoke_run(*progressive_args(teacher_run, tmp_path, "method.guidance=3"))
+    assert "method.guidance=3" in out and "unconditional" in out
+
+
+def test_teacher_schedule_disagreeing_with_the_config(teacher_run: Path, tmp_path: Path):
+    args = progressive_args(teacher_run, tmp_path)
+    args[1] = f"teacher={{name: run, path: {teacher_run}, schedule: vp-cosine}}"
+    out = invoke_run(*args)
+    assert "teacher.schedule" in out and "'vp-cosine'" in out and "'flow'" in out
+
+
+def test_images_too_small_for_the_unet(tmp_path: Path):
+    np.savez(tmp_path / "tiny.npz", x=np.zeros((40, 6, 6), np.uint8), y=np.arange(40) % 4)
+    config = tmp_path / "t.yaml"
+    config.write_text(f"name: t\ndata: {{name: file, path: {tmp_path / 'tiny.npz'}}}\n"
+                      "student: {name: unet, channels: [8, 16, 32], norm_groups: 8}\n"
+                      "method: {name: teacher}\ntrain: {steps: 2, batch_size: 8}\n")
+    out = invoke_run(str(config), "--run-dir", str(tmp_path / "run"))
+    assert "multiples of 4" in out and "6x6" in out

@@ -109,9 +109,12 @@ def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, 
                               "e.g. teacher: {name: recipe, config: teacher-8gaussians.yaml}")
         teacher, meta = cfg.teacher.load()
         check_teacher(cfg, data, meta)
-    if cfg.eval.guidance != 1.0 and not (teacher.conditional if teacher else data.num_classes):
-        raise ConfigError(f"eval.guidance={cfg.eval.guidance} needs a class-conditional teacher; "
-                          "this one is unconditional (set eval.guidance to 1)")
+    conditional = teacher.conditional if teacher else bool(data.num_classes)
+    for key, scale in (("eval.guidance", cfg.eval.guidance),
+                       ("method.guidance", getattr(cfg.method, "guidance", 1.0))):
+        if scale != 1.0 and not conditional:
+            raise ConfigError(f"{key}={scale} needs a class-conditional teacher; this one is "
+                              f"unconditional (set {key} to 1, or train the teacher on labelled data)")
     student = build_student(cfg, data, teacher, meta)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
                         seed=cfg.train.seed, total_steps=cfg.train.steps)
@@ -187,6 +190,7 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
               "n_samples": len(scorer.reference) if data.is_image else
               min(cfg.eval.n_samples, len(data.test)),
               "n_generated": cfg.eval.n_samples, "rows": rows, "floor": scorer.floor(),
+              "floor_samples": len(data.test) if data.is_image else None,
               **scorer.info()}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")

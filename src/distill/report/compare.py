@@ -6,7 +6,8 @@ import math
 from typing import Any
 
 # Metrics where a larger value is better; every other metric is lower-is-better.
-HIGHER_IS_BETTER = frozenset({"mode_coverage", "coverage", "precision", "recall", "accuracy"})
+HIGHER_IS_BETTER = frozenset({"mode_coverage", "coverage", "precision", "recall", "accuracy",
+                              "class_accuracy"})
 
 _MISSING = "—"
 

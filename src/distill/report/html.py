@@ -114,7 +114,7 @@ def _read_samples(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     except Exception as exc:  # any unreadable file becomes a note
         return {}, f"samples.safetensors could not be read: {exc}"
     samples = {k: v for k, v in samples.items() if v.ndim >= 1 and len(v) > 0}
-    return samples, None if samples else "samples.safetensors holds no points."
+    return samples, None if samples else "samples.safetensors holds no samples."
 
 
 def _steps(nfe: Any) -> str:
@@ -168,16 +168,30 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
     sentences = summary_sentences(eval_data)
     summary = ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
                + "</ul>") if sentences else ""
-    meta = f"dataset {eval_data.get('dataset', '?')} · {eval_data.get('n_samples', '?')} samples"
-    meta += f" per row · primary metric {metric_label(eval_data.get('primary_metric') or 'swd')}"
+    meta = f"dataset {eval_data.get('dataset', '?')} · "
+    if eval_data.get("n_generated"):
+        meta += (f"{eval_data['n_generated']} generated samples per row vs "
+                 f"{eval_data.get('n_samples', '?')} reference samples")
+    else:
+        meta += f"{eval_data.get('n_samples', '?')} samples per row"
+    meta += f" · primary metric {metric_label(eval_data.get('primary_metric') or 'swd')}"
+    if eval_data.get("feature_net_test_accuracy") is not None:
+        meta += (" · image metrics in the features of a classifier with "
+                 f"{100 * eval_data['feature_net_test_accuracy']:.1f}% held-out accuracy")
     parts = ["<h2>Comparison</h2>", f'<p class="meta">{escape(meta)}</p>']
     parts.append(_table_html(eval_data) if eval_data["rows"] else _note("eval.json has no rows."))
     floor = eval_data.get("floor") or {}
     if floor:
         values = ", ".join(f"{metric_label(k)} {format_metric(v)}" for k, v in floor.items()
                            if k in (eval_data.get("metrics") or []))
-        parts.append(f'<p class="meta">data floor (training points vs the held-out points): '
-                     f"{escape(values)}; differences below it are sampling noise.</p>")
+        if eval_data.get("floor_samples"):
+            parts.append(f'<p class="meta">data floor ({eval_data["floor_samples"]} held-out images '
+                         f"vs the training images): {escape(values)}. FID grows as the sample "
+                         "shrinks, so with fewer held-out images than generated ones this floor "
+                         "sits above what a perfect generator would score.</p>")
+        else:
+            parts.append(f'<p class="meta">data floor (held-out data vs training data): '
+                         f"{escape(values)}; differences below it are sampling noise.</p>")
     metrics = list(eval_data.get("metrics") or [eval_data.get("primary_metric") or "swd"])
     figures = [_img(plots.metric_vs_nfe(eval_data, m, BASELINE), f"{m} vs NFE") for m in metrics]
     parts += ["<h2>Quality vs function evaluations</h2>",
@@ -187,7 +201,11 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
 
 def _samples_html(run_dir: Path) -> str:
     samples, problem = _read_samples(run_dir / "samples.safetensors")
-    body = _img(plots.scatter_grid(samples), "sample scatter") if samples else _note(problem or "")
+    if not samples:
+        return "<h2>Samples</h2>" + _note(problem or "")
+    if all(v.ndim == 4 for v in samples.values()):
+        return "<h2>Samples</h2>" + _img(plots.image_grid(samples), "sample grids")
+    body = _img(plots.scatter_grid(samples), "sample scatter")
     return "<h2>Samples</h2>" + body
 
 

@@ -174,6 +174,41 @@ def scatter_grid(samples: dict[str, np.ndarray], max_points: int = 2000) -> byte
     return _png(fig)
 
 
+def _tile(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one (rows * (H + 1), columns * (W + 1), C) mosaic in [0, 1]."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    mosaic = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c))
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        mosaic[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = \
+            np.transpose((np.clip(image, -1, 1) + 1) / 2, (1, 2, 0))
+    return mosaic
+
+
+def image_grid(samples: dict[str, np.ndarray], max_images: int = 100, columns: int = 10) -> bytes:
+    """One mosaic per sample set (data, teacher at each NFE, students): the first `max_images`
+    images, `columns` per row. Conditional samples come in class order 0, 1, ..., so each
+    column of a generated mosaic is one class."""
+    if not samples:
+        raise ValueError("image_grid needs at least one sample set")
+    keys = _panel_order(list(samples))
+    ncols = min(4, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = _figure(2.6 * ncols, 2.8 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys, strict=False):
+        mosaic = _tile(np.asarray(samples[key], dtype=np.float64)[:max_images], columns)
+        ax.imshow(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic, cmap="gray",
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(panel_title(key), fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
 def metric_vs_nfe(eval_data: dict, metric: str, baseline: str = "teacher") -> bytes:
     """The baseline's metric against NFE (log2 x), other models overlaid as labelled markers."""
     rows = [r for r in eval_data.get("rows") or [] if _finite(r.get(metric)) and _finite(r.get("nfe"))]
