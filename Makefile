@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_distillation.py
+	$(BIN)/python bench/digits.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import sys
 import time
 from pathlib import Path
 
-import torch
+from common import REPO, machine, write_block
 
 from distill.config import load_config
 from distill.report import comparison_rows
 from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.runner import run
 
-REPO = Path(__file__).resolve().parents[1]
 METHODS = ("ode-pairs", "progressive")
 BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
 
@@ -58,22 +55,15 @@ def bench(datasets: list[str], out: Path) -> str:
 
 
 def write_benchmarks(table: str, command: str) -> None:
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    block = (f"{BEGIN}\n## Step distillation (toy 2D)\n\nCommand: `{command}` "
-             f"(teacher training excluded when cached; {machine}).\n\n{table}\n\n"
-             "SWD: sliced Wasserstein-2 to 10,000 held-out points (256 fixed projections); "
-             "MMD: multi-bandwidth RBF MMD² on 4,000 points. Speed-up: teacher time at the "
-             "cheapest NFE with SWD at least as good, divided by the student's time "
-             "(≥ when no teacher NFE is as good); on 8gaussians the teacher reaches the data floor "
-             "by NFE 8, so SWD ties there and MMD separates the rows better. 'train s' "
-             "includes making teacher pairs and the evaluation.\n" + END)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_block(BEGIN, END, (
+        f"## Step distillation (toy 2D)\n\nCommand: `{command}` "
+        f"(teacher training excluded when cached; {machine()}).\n\n{table}\n\n"
+        "SWD: sliced Wasserstein-2 to 10,000 held-out points (256 fixed projections); "
+        "MMD: multi-bandwidth RBF MMD² on 4,000 points. Speed-up: teacher time at the "
+        "cheapest NFE with SWD at least as good, divided by the student's time "
+        "(≥ when no teacher NFE is as good); on 8gaussians the teacher reaches the data floor "
+        "by NFE 8, so SWD ties there and MMD separates the rows better. 'train s' "
+        "includes making teacher pairs and the evaluation."))
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""Gates on real (small) images: the digits teacher, and its progressive and ode-pairs
+students, trained with the shipped configs at reduced length (a few minutes in all; the
+teacher recipe is trained once per session and cached)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from distill.config import load_config
+from distill.diffusion.samplers import fixed_noise, sample
+from distill.runner import run
+
+pytestmark = pytest.mark.gate
+DIGITS = REPO / "configs" / "digits"
+# The shipped teacher trains 3000 steps; 1200 is enough for the gates and keeps CI short.
+SHORT_TEACHER = "teacher.overrides=[train.steps=1200]"
+SHORT = {
+    "progressive": ["method.start_steps=16", "train.steps=800"],
+    "ode-pairs": ["method.teacher_steps=16", "method.pairs=4000", "train.steps=800"],
+}
+
+
+@cache
+def distilled(method: str, root: str) -> dict:
+    """Run the shipped digits recipe once per session; eval.json rows keyed by (model, nfe)."""
+    cfg = load_config(DIGITS / f"{method}-digits.yaml",
+                      ["train.progress=false", "eval.nfe=[1,4,50]", SHORT_TEACHER, *SHORT[method]])
+    result = run(cfg, Path(root) / method)
+    data = json.loads((result.run_dir / "eval.json").read_text())
+    return {"cfg": cfg, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]}, "eval": data}
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("digits-gates"))
+
+
+def test_teacher_samples_are_the_requested_digits(root):
+    rows = distilled("progressive", root)["rows"]
+    teacher50 = rows["teacher", 50]
+    assert teacher50["class_accuracy"] >= 0.90, teacher50
+    assert teacher50["fid"] < rows["teacher", 4]["fid"] < rows["teacher", 1]["fid"]
+    assert distilled("progressive", root)["eval"]["feature_net_test_accuracy"] >= 0.95
+
+
+def test_progressive_four_step_student(root):
+    rows = distilled("progressive", root)["rows"]
+    student, teacher4, teacher50 = rows["student", 4], rows["teacher", 4], rows["teacher", 50]
+    assert student["fid"] <= 1.5 * teacher50["fid"], (student["fid"], teacher50["fid"])
+    assert student["fid"] < teacher4["fid"], (student["fid"], teacher4["fid"])
+    assert student["class_accuracy"] >= 0.85, student
+
+
+def test_ode_pairs_one_step_student(root):
+    rows = distilled("ode-pairs", root)["rows"]
+    student, teacher1 = rows["student", 1], rows["teacher", 1]
+    assert student["fid"] <= teacher1["fid"] / 3, (student["fid"], teacher1["fid"])
+
+
+def test_dpm_solver_beats_euler_on_the_digits_teacher(root):
+    """At 10 steps DPM-Solver++(2M) lands closer to the 200-step Heun solution than Euler."""
+    teacher, _ = distilled("progressive", root)["cfg"].teacher.load()
+    noise, labels = fixed_noise(128, (1, 8, 8), seed=7), torch.arange(128) % 10
+    with torch.inference_mode():
+        reference = sample(teacher, noise, 200, "heun", cond=labels)
+        errors = {s: float((sample(teacher, noise, 10, s, cond=labels) - reference).flatten(1)
+                           .norm(dim=1).mean()) for s in ("euler", "dpm++2m")}
+    assert errors["dpm++2m"] < errors["euler"], errors
