@@ -127,3 +127,26 @@ def test_exported_unet_loads_in_diffusers_and_reproduces_the_samples(tmp_path: P
     reloaded, meta = load_denoiser(out)
     assert meta["num_classes"] == 10 and meta["steps"] == [4]
     torch.testing.assert_close(sample(reloaded, noise, 4, "euler", cond=labels), ours, atol=1e-6, rtol=0)
+
+
+def test_a_plain_diffusers_model_is_a_teacher(tmp_path: Path):
+    """A UNet2DModel folder with a scheduler config (no distill.json) loads as a teacher whose
+    predictions equal the model it was saved from."""
+    from distill.diffusion.teachers import DiffusersTeacher
+    from distill.errors import CheckpointError
+
+    torch.manual_seed(0)
+    cfg = UNetConfig(channels=[8, 16], norm_groups=8)
+    denoiser = cfg.make_denoiser((1, 8, 8), 10)
+    out = save_denoiser(tmp_path / "unet", denoiser, cfg, (1, 8, 8), role="teacher")
+    (out / "distill.json").unlink()
+    teacher, meta = DiffusersTeacher(path=out).load()
+    assert (meta["schedule"], meta["prediction"], meta["num_classes"]) == ("flow", "velocity", 10)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.rand(4), torch.arange(4)
+    torch.testing.assert_close(teacher.velocity(x, t, y), denoiser.velocity(x, t, y))
+    (out / "scheduler_config.json").unlink()
+    with pytest.raises(CheckpointError, match="teacher.schedule and teacher.prediction"):
+        DiffusersTeacher(path=out).load()
+    teacher, meta = DiffusersTeacher(path=out, schedule="flow", prediction="velocity").load()
+    with pytest.raises(CheckpointError, match="missing config.json"):
+        DiffusersTeacher(path=tmp_path).load()

@@ -133,5 +133,80 @@ def load_denoiser(directory: Path) -> tuple[Denoiser, dict[str, Any]]:
     return freeze(denoiser), config
 
 
+DIFFUSERS_CLASSES = ("UNet2DModel", "DiTTransformer2DModel")
+
+
+def schedule_from_scheduler_config(config: dict[str, Any]) -> tuple[str, str] | None:
+    """(schedule, prediction) that a diffusers scheduler config describes, when it is one
+    this library reproduces exactly (the inverse of `diffusers_scheduler_config`)."""
+    name = config.get("_class_name", "")
+    if name.startswith("FlowMatch") and float(config.get("shift", 1.0)) == 1.0 \
+            and not config.get("use_dynamic_shifting"):
+        return "flow", "velocity"
+    ddpm_like = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler")
+    if name in ddpm_like and config.get("beta_schedule", "linear") == "linear" \
+            and int(config.get("num_train_timesteps", 1000)) == TRAIN_TIMESTEPS \
+            and float(config.get("beta_start", 1e-4)) == 1e-4 and float(config.get("beta_end", 0.02)) == 0.02:
+        prediction = {"epsilon": "eps", "sample": "x0"}.get(config.get("prediction_type", "epsilon"))
+        return ("vp-discrete", prediction) if prediction else None
+    return None
+
+
+def load_diffusers_denoiser(directory: Path, schedule: str | None = None,
+                            prediction: str | None = None,
+                            num_classes: int | None = None) -> tuple[Denoiser, dict[str, Any]]:
+    """A diffusers `UNet2DModel` or `DiTTransformer2DModel` saved with `save_pretrained`
+    (config.json + weights) as a frozen denoiser. Its schedule and prediction type come from
+    the arguments, else from a `scheduler_config.json` beside it (or in `../scheduler/`).
+    A class-conditional model's last class embedding is taken as the null class of CFG,
+    unless `num_classes` says otherwise. Nothing is downloaded."""
+    import diffusers
+
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory} holds no diffusers model (missing config.json); point "
+                              "at the folder a model was saved to with save_pretrained (e.g. a "
+                              "pipeline's unet/ folder)")
+    try:
+        model_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_path} is not valid JSON: {err}") from None
+    class_name = model_config.get("_class_name")
+    if class_name not in DIFFUSERS_CLASSES:
+        raise CheckpointError(f"{config_path} describes a {class_name!r}; diffusers teachers can be "
+                              f"{' or '.join(DIFFUSERS_CLASSES)}")
+    if schedule is None or prediction is None:
+        for candidate in (directory / "scheduler_config.json",
+                          directory.parent / "scheduler" / "scheduler_config.json"):
+            if candidate.is_file():
+                found = schedule_from_scheduler_config(json.loads(candidate.read_text()))
+                if found is not None:
+                    schedule, prediction = schedule or found[0], prediction or found[1]
+                break
+    if schedule is None or prediction is None:
+        raise CheckpointError(
+            f"{directory}: cannot tell the model's schedule and prediction type (no scheduler "
+            "config this library reproduces); set teacher.schedule and teacher.prediction, e.g. "
+            "schedule: vp-discrete, prediction: eps for a DDPM model")
+    try:
+        model = getattr(diffusers, class_name).from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{directory}: diffusers could not load the {class_name} ({err})") from None
+    embeds = model.config.get("num_class_embeds") or model.config.get("num_embeds_ada_norm")
+    if class_name == "DiTTransformer2DModel" and embeds == 1:
+        embeds = None  # our unconditional DiT keeps one dummy label
+    classes = num_classes if num_classes is not None else (embeds - 1 if embeds else None)
+    net = DiffusersNet(model, schedule, conditional=bool(classes))
+    denoiser = freeze(Denoiser(net, schedule, prediction, num_classes=classes))
+    size = model.config.sample_size
+    size = size[0] if isinstance(size, list | tuple) else size
+    meta = {"format": "diffusers", "model": {"name": f"diffusers:{class_name}"},
+            "shape": [model.config.in_channels, size, size], "num_classes": classes,
+            "schedule": schedule, "prediction": prediction, "preconditioning": "none",
+            "role": "teacher", "steps": None, "sampler": "euler"}
+    return denoiser, meta
+
+
 def freeze(module: nn.Module) -> Any:
     return module.eval().requires_grad_(False)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill.cache import cache_root
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.export import load_denoiser
+from distill.diffusion.export import load_denoiser, load_diffusers_denoiser
 from distill.diffusion.schedules import ScheduleName
 from distill.errors import ConfigError, ModelMismatchError
 from distill.registry import TEACHERS
@@ -66,6 +66,27 @@ class RunTeacher(TeacherSource):
                               "(distill run configs/toy2d/teacher-8gaussians.yaml)")
         export = self.path / "student" if (self.path / "student").is_dir() else self.path
         return load_denoiser(export)
+
+
+@TEACHERS.register("diffusers", summary="a diffusers UNet2DModel/DiT folder (save_pretrained), any schedule",
+                   paper="")
+class DiffusersTeacher(TeacherSource):
+    """A diffusers model you bring, e.g. a pipeline's `unet/` folder. Its schedule and
+    prediction type come from `schedule`/`prediction`, else from the scheduler config beside
+    it. Timesteps follow diffusers' conventions (1000 t; the DDPM index on vp-discrete)."""
+
+    name: Literal["diffusers"] = "diffusers"
+    path: Path
+    num_classes: int | None = Field(None, gt=0, description=(
+        "classes of a conditional model (default: its class embeddings minus the null class)"))
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def load_export(self) -> tuple[Denoiser, dict[str, Any]]:
+        if (self.path / "distill.json").is_file():  # one of our own exports
+            return load_denoiser(self.path)
+        return load_diffusers_denoiser(self.path, self.schedule, self.prediction, self.num_classes)
 
 
 @TEACHERS.register("recipe", summary="train a teacher config once, cached by its config hash")
