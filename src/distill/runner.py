@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
@@ -183,6 +184,9 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
         teacher, _ = cfg.teacher.load()
         models = {"teacher": Generator(teacher, cfg.eval.nfe, sampler, guidance),
                   "student": Generator(student, meta["steps"], meta.get("sampler", "euler"))}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for gen in models.values():
+        gen.denoiser.to(device)
     scorer = make_scorer(data, cfg.eval)
     rows, samples = evaluate_generators(models, data, cfg.eval, scorer)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,

@@ -108,25 +108,28 @@ def eval_labels(n: int, num_classes: int | None) -> Tensor | None:
 @torch.inference_mode()
 def generate(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
              chunk: int = 2048) -> Tensor:
-    """Samples from `noise` (N, *shape), in chunks to bound memory."""
+    """Samples from `noise` (N, *shape), in chunks to bound memory, computed on the
+    denoiser's device and returned on the CPU."""
     cond = labels if gen.denoiser.conditional else None
+    device = next(gen.denoiser.parameters()).device
     parts = []
     for start in range(0, len(noise), chunk):
-        c = None if cond is None else cond[start : start + chunk]
-        parts.append(sample(gen.denoiser, noise[start : start + chunk], steps, gen.sampler,
-                            cond=c, guidance=gen.guidance))
+        c = None if cond is None else cond[start : start + chunk].to(device)
+        parts.append(sample(gen.denoiser, noise[start : start + chunk].to(device), steps,
+                            gen.sampler, cond=c, guidance=gen.guidance).cpu())
     return torch.cat(parts)
 
 
 @torch.inference_mode()
 def time_sampler(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
                  repeats: int) -> float:
-    """Best-of-`repeats` wall time in ms per sample, after one warm-up."""
+    """Best-of-`repeats` wall time in ms per sample, after one warm-up (on a GPU, the time
+    includes copying the samples back, after synchronising)."""
     generate(gen, noise, labels, steps)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        generate(gen, noise, labels, steps)
+        generate(gen, noise, labels, steps)  # .cpu() synchronises
         best = min(best, time.perf_counter() - start)
     return 1000.0 * best / len(noise)
 
