@@ -150,3 +150,45 @@ def test_a_plain_diffusers_model_is_a_teacher(tmp_path: Path):
     teacher, meta = DiffusersTeacher(path=out, schedule="flow", prediction="velocity").load()
     with pytest.raises(CheckpointError, match="missing config.json"):
         DiffusersTeacher(path=tmp_path).load()
+
+
+def test_configs_that_cannot_sample_are_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="alpha\\(1\\) = 0"):
+        MLPConfig(schedule="flow", prediction="eps")
+    with pytest.raises(ValidationError, match="alpha\\(1\\) = 0"):
+        MLPConfig(schedule="trigflow", prediction="x0", preconditioning="edm")
+    with pytest.raises(ValidationError, match="preconditioning: edm"):
+        MLPConfig(schedule="edm", prediction="x0")
+
+
+def test_trigflow_samples_without_nan_on_every_sampler():
+    torch.manual_seed(0)
+    denoiser = MLPConfig(hidden=16, depth=1, schedule="trigflow").make_denoiser((2,), None)
+    noise = fixed_noise(8, (2,), seed=0)
+    for sampler in ("euler", "heun", "ddim", "dpm++2m", "multistep"):
+        assert torch.isfinite(sample(denoiser, noise, 4, sampler)).all(), sampler
+
+
+def test_dit_does_not_drop_labels_on_its_own():
+    torch.manual_seed(0)
+    denoiser = DiTConfig(layers=1, heads=2, head_dim=8).make_denoiser((1, 8, 8), 10).train()
+    x, t, y = torch.randn(6, 1, 8, 8), torch.rand(6), torch.arange(6)
+    torch.testing.assert_close(denoiser(x, t, y), denoiser(x, t, y))
+
+
+def test_guidance_without_labels_is_an_error():
+    denoiser = MLPConfig(hidden=16, depth=1).make_denoiser((2,), 3)
+    with pytest.raises(ConfigError, match="needs class labels"):
+        denoiser.guided(torch.randn(2, 2), torch.rand(2), None, 2.0)
+
+
+def test_scheduler_config_only_where_diffusers_reproduces_the_sampler(tmp_path: Path):
+    cfg = UNetConfig(channels=[8, 16], norm_groups=8)
+    denoiser = cfg.make_denoiser((1, 8, 8), None)
+    out = save_denoiser(tmp_path / "a", denoiser, cfg, (1, 8, 8), steps=[2], sampler="multistep")
+    assert not (out / "scheduler_config.json").exists()
+    out = save_denoiser(tmp_path / "b", denoiser, cfg, (1, 8, 8), steps=[2], sampler="euler")
+    meta = load_denoiser(out)[1]
+    assert (out / "scheduler_config.json").exists() and meta["scheduler_sigmas"] == {"2": [1.0, 0.5]}

@@ -72,6 +72,11 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
     if cfg.student.init == "teacher":
         if teacher is None:
             raise ConfigError("student.init: 'teacher' needs a teacher section")
+        if teacher_meta.get("format") == "diffusers":
+            raise ModelMismatchError(
+                "student.init=teacher copies a distill export's weights into the same student "
+                "config; a diffusers teacher has no student config to copy. Set student.init: "
+                "random (or train a distill teacher and use it).")
         mine = cfg.student.model_dump(exclude={"init"})
         theirs = {k: v for k, v in teacher_meta["model"].items() if k != "init"}
         if mine != theirs:
@@ -93,10 +98,11 @@ def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
         raise ModelMismatchError(
             f"the teacher was trained on {what} of shape {shape} but data {cfg.data.name!r} has "
             f"samples of shape {data.shape}; use matching data or another teacher")
-    if meta.get("num_classes") and data.num_classes and meta["num_classes"] != data.num_classes:
+    if meta.get("num_classes") and data.num_classes and data.num_classes > meta["num_classes"]:
         raise ModelMismatchError(
-            f"the teacher is conditioned on {meta['num_classes']} classes but data "
-            f"{cfg.data.name!r} has {data.num_classes}; use matching data or another teacher")
+            f"data {cfg.data.name!r} has labels up to {data.num_classes - 1} but the teacher knows "
+            f"only {meta['num_classes']} classes (0..{meta['num_classes'] - 1}); use matching data "
+            "or another teacher")
 
 
 def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, Any]:
@@ -116,6 +122,9 @@ def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, 
         if scale != 1.0 and not conditional:
             raise ConfigError(f"{key}={scale} needs a class-conditional teacher; this one is "
                               f"unconditional (set {key} to 1, or train the teacher on labelled data)")
+        if scale != 1.0 and not data.num_classes:
+            raise ConfigError(f"{key}={scale} guides towards class labels, but data "
+                              f"{cfg.data.name!r} has none (set {key} to 1 or use labelled data)")
     student = build_student(cfg, data, teacher, meta)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
                         seed=cfg.train.seed, total_steps=cfg.train.steps)
@@ -178,11 +187,13 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     student, meta = load_denoiser(run_dir / "student")
     data = cfg.data.build()
     sampler, guidance = cfg.eval.sampler, cfg.eval.guidance
+    if meta.get("teacher_guidance", 1.0) != 1.0:  # a student of the guided teacher: compare with it
+        guidance = meta["teacher_guidance"]
     if meta["role"] == "teacher":
-        models = {"teacher": Generator(student, cfg.eval.nfe, sampler, guidance)}
+        models = {"teacher": Generator(student, cfg.eval.nfe, sampler, guidance, cfg.eval.eta)}
     else:
         teacher, _ = cfg.teacher.load()
-        models = {"teacher": Generator(teacher, cfg.eval.nfe, sampler, guidance),
+        models = {"teacher": Generator(teacher, cfg.eval.nfe, sampler, guidance, cfg.eval.eta),
                   "student": Generator(student, meta["steps"], meta.get("sampler", "euler"))}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for gen in models.values():

@@ -31,6 +31,8 @@ class Denoiser(nn.Module):
     preconditioning: "edm" wraps the network as D(x) = c_skip x + c_out F(c_in x, t)
         (Karras et al. 2022, Eq. 7 and Table 1), with sigma = sigma(t) / alpha(t) and x scaled
         by 1 / alpha(t), so it applies to every schedule; the denoiser then predicts x0.
+        The network's noise input is t itself rather than c_noise = ln(sigma) / 4: both are
+        monotone in sigma, and every backbone here embeds t in [0, 1].
     """
 
     def __init__(self, net: nn.Module, schedule: str | Schedule = "flow",
@@ -78,14 +80,14 @@ class Denoiser(nn.Module):
         """Classifier-free guidance (Ho & Salimans 2022, Eq. 6) in the prediction space:
         out_uncond + w (out_cond - out_uncond); w = 1 is the plain conditional prediction.
         The conversions are affine in the output, so this equals guiding x0, eps or v."""
-        if guidance == 1.0 or cond is None:
-            if guidance != 1.0 and not self.conditional:
-                raise ConfigError(f"guidance scale {guidance} needs a class-conditional model; "
-                                  "this one is unconditional (set the guidance scale to 1)")
+        if guidance == 1.0:
             return self(x_t, t, cond)
         if not self.conditional:
             raise ConfigError(f"guidance scale {guidance} needs a class-conditional model; this "
                               "one is unconditional (set the guidance scale to 1)")
+        if cond is None:
+            raise ConfigError(f"guidance scale {guidance} needs class labels to guide towards; "
+                              "none were given (unlabelled data?)")
         null = torch.full_like(cond, self.num_classes)
         both = self(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]))
         out_cond, out_uncond = both.chunk(2)

@@ -33,10 +33,12 @@ class Generator:
     steps: list[int]
     sampler: str = "euler"
     guidance: float = 1.0
+    eta: float = 0.0
 
 
 class PointScorer:
-    """SWD on all points; MMD and energy (quadratic cost) on the first `n_pairwise`."""
+    """SWD on all points; MMD and energy (quadratic cost) on the first `n_pairwise`. Images
+    without labels (no feature classifier can be trained) are scored as flattened vectors."""
 
     primary = "swd"
 
@@ -46,8 +48,8 @@ class PointScorer:
         self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else [])
 
     def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
-        ref = self.reference if reference is None else reference
-        n = self.n_pairwise
+        ref = (self.reference if reference is None else reference).flatten(1)
+        x, n = x.flatten(1), self.n_pairwise
         values = {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x[:n], ref[:n]),
                   "energy": energy_distance(x[:n], ref[:n])}
         if self.data.modes is not None and self.data.mode_std is not None:
@@ -96,7 +98,11 @@ class ImageScorer:
 
 
 def make_scorer(data: ArrayData, cfg: EvalConfig) -> PointScorer | ImageScorer:
-    return ImageScorer(data, cfg) if data.is_image else PointScorer(data, cfg)
+    """Image metrics for labelled images of at least 8x8 (the feature classifier needs labels
+    and that size), else sample distances on the flattened samples."""
+    if data.is_image and data.train_labels is not None and min(data.shape[1:]) >= 8:
+        return ImageScorer(data, cfg)
+    return PointScorer(data, cfg)
 
 
 def eval_labels(n: int, num_classes: int | None) -> Tensor | None:
@@ -116,7 +122,8 @@ def generate(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
     for start in range(0, len(noise), chunk):
         c = None if cond is None else cond[start : start + chunk].to(device)
         parts.append(sample(gen.denoiser, noise[start : start + chunk].to(device), steps,
-                            gen.sampler, cond=c, guidance=gen.guidance).cpu())
+                            gen.sampler, cond=c, guidance=gen.guidance, eta=gen.eta,
+                            seed=start).cpu())  # stochastic samplers: fresh noise per chunk
     return torch.cat(parts)
 
 

@@ -10,7 +10,7 @@ the run as its teacher. A backbone that is a diffusers model is saved with diffu
       model.safetensors                     (mlp and other plain torch backbones)
       config.json                           (diffusers backbones: diffusers' own config)
       diffusion_pytorch_model.safetensors   (diffusers backbones)
-      scheduler_config.json                 (flow/velocity and vp-discrete students)
+      scheduler_config.json                 (flow/velocity Euler and vp-discrete eps/x0 DDIM)
 """
 
 from __future__ import annotations
@@ -37,20 +37,28 @@ PLAIN_WEIGHTS = "model.safetensors"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def diffusers_scheduler_config(denoiser: Denoiser) -> dict[str, Any] | None:
-    """A diffusers scheduler config that samples this denoiser as our own samplers do, or
-    None when no diffusers scheduler matches its schedule and prediction type."""
+def diffusers_scheduler_config(denoiser: Denoiser, sampler: str) -> dict[str, Any] | None:
+    """A diffusers scheduler config that samples this denoiser as our `sampler` does, or None
+    when no diffusers scheduler matches its schedule, prediction type and sampler. (Pass
+    `sigmas=` as in distill.json's `scheduler_sigmas` to get our uniform time grid.)"""
     schedule, prediction = denoiser.schedule.name, denoiser.prediction
-    if schedule == "flow" and prediction == "velocity" and denoiser.preconditioning == "none":
+    flow_euler = sampler == "euler" or (sampler == "ddim" and schedule == "flow")
+    if schedule == "flow" and prediction == "velocity" and denoiser.preconditioning == "none" \
+            and flow_euler:
         return {"_class_name": "FlowMatchEulerDiscreteScheduler",
                 "num_train_timesteps": TRAIN_TIMESTEPS, "shift": 1.0}
     # diffusers' v_prediction is alpha eps - sigma x0, not our dx/dt, so only eps and x0 match
-    if schedule == "vp-discrete" and prediction in ("eps", "x0") and denoiser.preconditioning == "none":
+    if schedule == "vp-discrete" and prediction in ("eps", "x0") and sampler == "ddim" \
+            and denoiser.preconditioning == "none":
         return {"_class_name": "DDIMScheduler", "num_train_timesteps": TRAIN_TIMESTEPS,
                 "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
                 "prediction_type": "epsilon" if prediction == "eps" else "sample",
                 "timestep_spacing": "trailing", "set_alpha_to_one": True, "clip_sample": False}
     return None
+
+
+def schedule_name_is_flow(denoiser: Denoiser) -> bool:
+    return denoiser.schedule.name == "flow"
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
@@ -69,9 +77,11 @@ def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, shape: tu
     if isinstance(net, DiffusersNet):
         net.model.save_pretrained(staging, safe_serialization=True)
         weights = DIFFUSERS_WEIGHTS
-        scheduler = diffusers_scheduler_config(denoiser)
+        scheduler = diffusers_scheduler_config(denoiser, meta.get("sampler", "euler"))
         if scheduler is not None:
             _write_json(staging / "scheduler_config.json", scheduler)
+            if meta.get("steps") and schedule_name_is_flow(denoiser):  # for set_timesteps(sigmas=)
+                meta["scheduler_sigmas"] = {str(n): [1 - i / n for i in range(n)] for n in meta["steps"]}
     else:
         state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
         save_file(state, staging / PLAIN_WEIGHTS)
@@ -180,7 +190,11 @@ def load_diffusers_denoiser(directory: Path, schedule: str | None = None,
         for candidate in (directory / "scheduler_config.json",
                           directory.parent / "scheduler" / "scheduler_config.json"):
             if candidate.is_file():
-                found = schedule_from_scheduler_config(json.loads(candidate.read_text()))
+                try:
+                    scheduler_config = json.loads(candidate.read_text())
+                except json.JSONDecodeError as err:
+                    raise CheckpointError(f"{candidate} is not valid JSON: {err}") from None
+                found = schedule_from_scheduler_config(scheduler_config)
                 if found is not None:
                     schedule, prediction = schedule or found[0], prediction or found[1]
                 break
@@ -193,10 +207,17 @@ def load_diffusers_denoiser(directory: Path, schedule: str | None = None,
         model = getattr(diffusers, class_name).from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{directory}: diffusers could not load the {class_name} ({err})") from None
-    embeds = model.config.get("num_class_embeds") or model.config.get("num_embeds_ada_norm")
-    if class_name == "DiTTransformer2DModel" and embeds == 1:
-        embeds = None  # our unconditional DiT keeps one dummy label
-    classes = num_classes if num_classes is not None else (embeds - 1 if embeds else None)
+    if class_name == "DiTTransformer2DModel":  # diffusers' DiT null label is index num_embeds_ada_norm
+        embeds = model.config.get("num_embeds_ada_norm")
+        default_classes = embeds if embeds and embeds > 1 else None
+    else:  # a UNet's class table: K classes + our null class K
+        embeds = model.config.get("num_class_embeds")
+        default_classes = embeds - 1 if embeds else None
+    if model.config.get("out_channels", model.config.in_channels) != model.config.in_channels:
+        raise CheckpointError(f"{directory}: the model outputs {model.config.out_channels} channels for "
+                              f"{model.config.in_channels} input channels (a learned-variance model); "
+                              "only models predicting one tensor of the input's shape are supported")
+    classes = num_classes if num_classes is not None else default_classes
     net = DiffusersNet(model, schedule, conditional=bool(classes))
     denoiser = freeze(Denoiser(net, schedule, prediction, num_classes=classes))
     size = model.config.sample_size

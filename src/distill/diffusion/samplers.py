@@ -104,13 +104,13 @@ def ddim(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator, eta
         x0 = model(x, t, "x0")
         eps = s.to_x0_eps(x, t.expand(x.shape[0]).to(x.dtype), x0, "x0")[1]
         a_n, s_n = _scalar(s.alpha, t_next), _scalar(s.sigma, t_next)
-        if t_next == 0:
-            return a_n * x0 + s_n * eps
+        if t_next == 0 or eta == 0:
+            x = a_n * x0 + s_n * eps
+            continue
         snr_ratio = (_scalar(s.log_snr, t) - _scalar(s.log_snr, t_next)).exp()
         c = eta * s_n * (1 - snr_ratio).clamp(min=0).sqrt()
         x = a_n * x0 + (s_n**2 - c**2).clamp(min=0).sqrt() * eps
-        if eta > 0:
-            x = x + c * torch.randn(x.shape, generator=generator).to(x)
+        x = x + c * torch.randn(x.shape, generator=generator).to(x)
     return x
 
 

@@ -226,10 +226,6 @@ class VPDiscreteSchedule(VPSchedule):
         slope = right - left
         return left + (position - k) * slope, slope * self.steps
 
-    def timestep_index(self, t: Tensor) -> Tensor:
-        """The DDPM timestep index j (float) a diffusers model expects at time t: t * steps - 1."""
-        return t * self.steps - 1
-
 
 class EDMSchedule(Schedule):
     """Variance exploding with Karras et al. 2022 sigmas (Eq. 5, rho = 7): alpha = 1."""
@@ -263,7 +259,8 @@ class TrigFlowSchedule(Schedule):
         self.sigma_data = sigma_data
 
     def alpha(self, t: Tensor) -> Tensor:
-        return torch.cos(math.pi / 2 * t)
+        # cos(pi / 2) is -4e-8 in float32: clamp so that alpha(1) = 0 exactly, never negative
+        return torch.cos(math.pi / 2 * t).clamp(min=0)
 
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_data * torch.sin(math.pi / 2 * t)

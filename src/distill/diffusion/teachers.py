@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill.cache import cache_root
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.export import load_denoiser, load_diffusers_denoiser
+from distill.diffusion.export import META_FILE, load_denoiser, load_diffusers_denoiser
 from distill.diffusion.schedules import ScheduleName
 from distill.errors import ConfigError, ModelMismatchError
 from distill.registry import TEACHERS
@@ -115,13 +115,13 @@ class RecipeTeacher(TeacherSource):
             raise ConfigError(f"teacher.config: {path} trains method {cfg.method.name!r}, "
                               "not a teacher (method.name: teacher)")
         run_dir = self.run_dir()
-        if not (run_dir / "student" / "config.json").exists():
+        if not (run_dir / "student" / META_FILE).exists():
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise ConfigError(f"teacher recipe {path} is not trained yet; train it in one "
                                   f"process first: distill run {path} --run-dir {run_dir}")
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(run_dir) + ".lock"):
-                if not (run_dir / "student" / "config.json").exists():
+                if not (run_dir / "student" / META_FILE).exists():
                     print(f"[distill] training teacher {cfg.name} once; cached in {run_dir}")
                     run(cfg, run_dir, evaluate=False)
         return load_denoiser(run_dir / "student")

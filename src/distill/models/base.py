@@ -10,6 +10,8 @@ from torch import nn
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import ScheduleName
 
+PURE_NOISE_AT_ONE = ("flow", "trigflow")  # schedules with alpha(1) = 0
+
 
 class ModelConfig(BaseModel):
     """A registered backbone. `build(shape, num_classes)` returns
@@ -28,6 +30,11 @@ class ModelConfig(BaseModel):
     def _consistent(self) -> ModelConfig:
         if self.preconditioning == "edm" and self.prediction != "x0":
             raise ValueError("preconditioning: edm makes the model predict x0; set prediction: x0")
+        if self.schedule in PURE_NOISE_AT_ONE and (self.prediction == "eps" or self.preconditioning == "edm"):
+            raise ValueError(
+                f"schedule {self.schedule} has alpha(1) = 0 (pure noise), where x0 cannot be "
+                "recovered from an eps prediction nor x_t be rescaled by 1/alpha: use "
+                "prediction: velocity or x0 without preconditioning, or a VP/edm schedule")
         if self.schedule == "edm" and self.preconditioning != "edm":
             raise ValueError("schedule: edm has noise levels up to sigma = 80, which a network "
                              "cannot take unscaled; set preconditioning: edm and prediction: x0")

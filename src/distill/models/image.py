@@ -119,8 +119,20 @@ class DiTConfig(ModelConfig):
         from diffusers import DiTTransformer2DModel
 
         channels, size, _ = _check_image_shape(shape)
+        # diffusers' label table has num_embeds_ada_norm + 1 rows, the last being its CFG null
+        # class: with K classes that null index is K, ours. Its own label dropout is switched
+        # off: the teacher method drops labels itself, and a student must see its labels.
         model = DiTTransformer2DModel(
             num_attention_heads=self.heads, attention_head_dim=self.head_dim, in_channels=channels,
             out_channels=channels, num_layers=self.layers, sample_size=size,
-            patch_size=self.patch_size, num_embeds_ada_norm=(num_classes or 0) + 1, norm_num_groups=1)
+            patch_size=self.patch_size, num_embeds_ada_norm=num_classes or 1, norm_num_groups=1)
+        disable_label_dropout(model)
         return DiffusersNet(model, self.schedule, conditional=bool(num_classes))
+
+
+def disable_label_dropout(model: nn.Module) -> None:
+    """Set diffusers' LabelEmbedding.dropout_prob to 0 everywhere (DiT drops labels in
+    train mode by default)."""
+    for module in model.modules():
+        if hasattr(module, "dropout_prob") and hasattr(module, "embedding_table"):
+            module.dropout_prob = 0.0
