@@ -89,7 +89,7 @@ def main() -> None:
     write_block(BEGIN, END, (
         f"## Step distillation on digits (8×8, class-conditional)\n\nCommand: `{command}` "
         f"({machine()}). The teacher recipe (`configs/digits/teacher-digits.yaml`, UNet2DModel "
-        "with 32/64 channels, 3000 steps) trained in {teacher_seconds / 60:.1f} min in this run "
+        f"with 32/64 channels, 3000 steps) trained in {teacher_seconds / 60:.1f} min in this run "
         "(including its evaluation).\n\n"
         f"{table}\n\nFID / precision / recall against the training images in the features of "
         "the library's digits classifier (not Inception FID); class accuracy: the classifier's "
