@@ -115,7 +115,8 @@ class GaussianMixtureX0(torch.nn.Module):
 @pytest.mark.parametrize("name", ["flow", "vp-cosine", "vp-discrete", "edm", "trigflow"])
 def test_dpm_solver_is_second_order(name):
     """On Gaussian data the exact ODE solution is known: x0 = mu + std * noise (flow-like
-    schedules start from pure noise). DPM-Solver++(2M) error falls >= 3x per doubling of steps,
+    schedules start from pure noise). DPM-Solver++(2M) error falls >= 3x per doubling of steps
+    (40 -> 80: VP grids start at sigma / alpha = 157 or 1808, so fewer steps are pre-asymptotic),
     Euler's ~2x. (Which wins at 10 steps depends on the data; on the digits teacher it is a
     gate in test_gates_digits.py.)"""
     schedule = make_schedule(name)
@@ -126,8 +127,8 @@ def test_dpm_solver_is_second_order(name):
     def error(sampler, steps):
         return float((sample(denoiser, noise, steps, sampler) - exact).norm(dim=1).mean())
 
-    assert error("dpm++2m", 40) < error("dpm++2m", 20) / 3 < error("euler", 40)
-    assert error("euler", 40) > error("euler", 20) / 3
+    assert error("dpm++2m", 80) < error("dpm++2m", 40) / 3 < error("euler", 80)
+    assert error("euler", 80) > error("euler", 40) / 3
 
 
 def test_dpm_solver_matches_diffusers_on_ddpm():

@@ -53,9 +53,12 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
+        _import_builtins()
         return sorted(self._entries)
 
     def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            _import_builtins()
         if name not in self._entries:
             hint = closest(name, self.names())
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
@@ -69,10 +72,17 @@ class Registry(Generic[T]):
         return self.entry(name).obj
 
     def __contains__(self, name: object) -> bool:
+        _import_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(self._entries[n] for n in self.names())
+
+
+def _import_builtins() -> None:
+    """Register the built-in components on first lookup, so any entry point (a bare
+    `load_denoiser`, say) sees every name a config or a saved run can use."""
+    import distill.components  # noqa: F401  (registers on import; cached after the first)
 
 
 METHODS: Registry[Any] = Registry("method")
