@@ -25,7 +25,9 @@ def _fail(err: DistillError) -> None:
 COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "SWD": "SWD", "MMD": "MMD",
                    "mode coverage": "modes", "FID": "FID", "class accuracy": "class acc.",
                    "ms / sample": "ms/sample", "teacher NFE at equal SWD": "≡ teacher NFE",
-                   "teacher NFE at equal FID": "≡ teacher NFE", "speed-up": "speed-up"}
+                   "teacher NFE at equal FID": "≡ teacher NFE", "speed-up": "speed-up",
+                   "parameters": "params", "accuracy": "accuracy", "agreement": "agreement",
+                   "ECE": "ECE", "KL to teacher": "KL to teacher"}
 
 
 def print_eval_table(eval_data: dict, title: str) -> None:

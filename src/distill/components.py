@@ -2,4 +2,5 @@
 
 from distill import data  # noqa: F401  (datasets: toy2d, file)
 from distill.diffusion import methods, teachers  # noqa: F401  (methods, teacher sources)
-from distill.models import image, mlp  # noqa: F401  (backbones)
+from distill.kd import methods as kd_methods  # noqa: F401  (classifier KD methods)
+from distill.models import classifiers, image, mlp  # noqa: F401  (backbones)

@@ -73,6 +73,7 @@ class Method(nn.Module):
     """
 
     Config: ClassVar[type[MethodConfig]]
+    family: ClassVar[str] = "diffusion"  # or "classify": which runner builds, exports, evaluates
     needs_teacher: ClassVar[bool] = True
     frozen_modules: ClassVar[tuple[str, ...]] = ("teacher",)
     student: nn.Module

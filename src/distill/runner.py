@@ -27,6 +27,9 @@ from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer
 from distill.diffusion.export import load_denoiser, save_denoiser
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
+from distill.kd.export import is_classifier_export
+from distill.kd.runner import build_classify, evaluate_classifier_run, export_classify
+from distill.models.base import ModelConfig
 from distill.registry import METHODS
 from distill.train.batches import batch_size_of
 from distill.train.trainer import Trainer, make_accelerator
@@ -92,6 +95,9 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
 
 def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
     """The teacher must work on this data's sample shape and classes."""
+    if str(meta.get("format", "")).startswith("distill.classifier"):
+        raise ModelMismatchError(f"method {cfg.method.name!r} distils a denoiser, but the teacher is "
+                                 "a classifier; point teacher at a diffusion teacher run or recipe")
     shape = tuple(meta["shape"])
     if shape != data.shape:
         what = "points" if len(shape) == 1 else "images"
@@ -108,6 +114,9 @@ def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
 def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, Any]:
     """Data, teacher (frozen) and method instance for a validated config."""
     method_cls = METHODS.get(cfg.method.name)
+    if not isinstance(cfg.student, ModelConfig):
+        raise ConfigError(f"method {cfg.method.name!r} trains a denoiser: student.name must be a "
+                          f"denoiser backbone (mlp, unet, dit), not the classifier {cfg.student.name!r}")
     data = cfg.data.build()
     teacher, meta = None, None
     if method_cls.needs_teacher:
@@ -139,7 +148,8 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     check_run_dir(cfg, run_dir, force)
     accelerator = make_accelerator(cfg.train)
     set_seed(cfg.train.seed, device_specific=True)
-    data, _, _, method = build(cfg)
+    classify = METHODS.get(cfg.method.name).family == "classify"
+    data, _, _, method = build_classify(cfg) if classify else build(cfg)
     rows = method.train_data()
     source = f"training rows of data {cfg.data.name!r}" if rows is None else \
         f"training rows method {cfg.method.name!r} made"
@@ -158,7 +168,11 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     else:
         accelerator.print(f"[distill] {run_dir} already trained to step {trainer.step}")
     result = RunResult(run_dir, [])
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and classify:
+        export_classify(run_dir, trainer.student(), cfg, data)
+        if evaluate:
+            result.rows = evaluate_classifier_run(run_dir, cfg)
+    elif accelerator.is_main_process:
         role = "teacher" if cfg.method.name == "teacher" else "student"
         save_denoiser(run_dir / "student", trainer.student(), cfg.student, data.shape, role=role,
                       steps=method.student_steps(), sampler=method.student_sampler(),
@@ -184,6 +198,8 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if is_classifier_export(run_dir / "student"):
+        return evaluate_classifier_run(run_dir, cfg)
     student, meta = load_denoiser(run_dir / "student")
     data = cfg.data.build()
     sampler, guidance = cfg.eval.sampler, cfg.eval.guidance

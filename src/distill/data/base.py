@@ -19,6 +19,7 @@ class ArrayData:
     num_classes: K for labelled data, else None.
     modes: (K, D) mixture centres when the distribution is a known Gaussian mixture, else None.
     mode_std: per-coordinate standard deviation of each mixture component, else None.
+    unlabelled: (U, *shape) extra inputs with no labels (a KD transfer set), or None.
     """
 
     name: str
@@ -29,6 +30,7 @@ class ArrayData:
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     num_classes: int | None = None
+    unlabelled: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:

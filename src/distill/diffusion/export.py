@@ -16,8 +16,6 @@ the run as its teacher. A backbone that is a diffusers model is saved with diffu
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from torch import nn
 
 from distill.diffusion.denoiser import Denoiser
 from distill.errors import CheckpointError
+from distill.export_dir import staged_directory
 from distill.models.image import TRAIN_TIMESTEPS, DiffusersNet
 from distill.registry import MODELS
 
@@ -65,14 +64,8 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     path.write_text(json.dumps(value, indent=2))
 
 
-def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, shape: tuple[int, ...],
-                  **meta: Any) -> Path:
-    """Write the export into a temporary sibling directory, then swap it into place, so a
-    crash never leaves a half-written student."""
-    directory = Path(directory)
-    staging = directory.with_name(directory.name + ".tmp-export")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+def _write_denoiser(staging: Path, denoiser: Denoiser, model_cfg: Any, shape: tuple[int, ...],
+                    meta: dict[str, Any]) -> None:
     net = denoiser.net
     if isinstance(net, DiffusersNet):
         net.model.save_pretrained(staging, safe_serialization=True)
@@ -91,13 +84,15 @@ def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, shape: tu
         "num_classes": denoiser.num_classes, "schedule": denoiser.schedule.name,
         "prediction": denoiser.prediction, "preconditioning": denoiser.preconditioning,
         "weights": weights, **meta})
-    old = directory.with_name(directory.name + ".old-export")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+
+
+def save_denoiser(directory: Path, denoiser: Denoiser, model_cfg: Any, shape: tuple[int, ...],
+                  **meta: Any) -> Path:
+    """Write the export into a temporary sibling directory, then swap it into place, so a
+    crash never leaves a half-written student."""
+    with staged_directory(directory) as staging:
+        _write_denoiser(staging, denoiser, model_cfg, shape, meta)
+    return Path(directory)
 
 
 def read_export_config(directory: Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ exported diffusers students carry a diffusers scheduler config (see `export.py`)
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 import torch

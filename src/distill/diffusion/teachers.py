@@ -22,7 +22,17 @@ from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.export import META_FILE, load_denoiser, load_diffusers_denoiser
 from distill.diffusion.schedules import ScheduleName
 from distill.errors import ConfigError, ModelMismatchError
+from distill.kd.export import is_classifier_export, load_classifier
 from distill.registry import TEACHERS
+
+TEACHER_METHODS = ("teacher", "supervised")  # methods a recipe may train: denoiser, classifier
+
+
+def load_export(directory: Path) -> tuple[Any, dict[str, Any]]:
+    """The frozen model a distill export holds, a classifier or a denoiser, and its metadata."""
+    if is_classifier_export(directory):
+        return load_classifier(directory)
+    return load_denoiser(directory)
 
 
 class TeacherSource(BaseModel):
@@ -65,7 +75,7 @@ class RunTeacher(TeacherSource):
             raise ConfigError(f"teacher.path: {self.path} does not exist; train a teacher first "
                               "(distill run configs/toy2d/teacher-8gaussians.yaml)")
         export = self.path / "student" if (self.path / "student").is_dir() else self.path
-        return load_denoiser(export)
+        return load_export(export)
 
 
 @TEACHERS.register("diffusers", summary="a diffusers UNet2DModel/DiT folder (save_pretrained), any schedule",
@@ -111,9 +121,9 @@ class RecipeTeacher(TeacherSource):
 
         path = self.config
         cfg = load_config(path, self.overrides)
-        if cfg.method.name != "teacher":
-            raise ConfigError(f"teacher.config: {path} trains method {cfg.method.name!r}, "
-                              "not a teacher (method.name: teacher)")
+        if cfg.method.name not in TEACHER_METHODS:
+            raise ConfigError(f"teacher.config: {path} trains method {cfg.method.name!r}, not a "
+                              "teacher (method.name: teacher for denoisers, supervised for classifiers)")
         run_dir = self.run_dir()
         if not (run_dir / "student" / META_FILE).exists():
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -124,4 +134,4 @@ class RecipeTeacher(TeacherSource):
                 if not (run_dir / "student" / META_FILE).exists():
                     print(f"[distill] training teacher {cfg.name} once; cached in {run_dir}")
                     run(cfg, run_dir, evaluate=False)
-        return load_denoiser(run_dir / "student")
+        return load_export(run_dir / "student")

@@ -137,6 +137,8 @@ def format_table(
     `rows` are comparison rows (default: `comparison_rows(eval_data)`); the speed-up columns
     refer to the primary metric.
     """
+    if eval_data.get("family") == "classify":
+        return classifier_table(eval_data)
     metric = eval_data.get("primary_metric") or "swd"
     metrics = list(eval_data.get("metrics") or [metric])
     if rows is None:
@@ -169,3 +171,19 @@ def format_table(
             _MISSING if ratio is None else f"{ratio:.3g}",
         ])
     return table
+
+
+def _percent(value: Any) -> str:
+    return _MISSING if _value({"v": value}, "v") is None else f"{100 * value:.1f}%"
+
+
+def classifier_table(eval_data: dict) -> list[list[str]]:
+    """Classifier KD rows as strings: model, parameters, accuracy, agreement with the teacher,
+    ECE, KL to the teacher and inference time, the teacher first."""
+    header = ["model", "parameters", "accuracy", "agreement", "ECE", "KL to teacher", "ms / sample"]
+    rows = sorted(eval_data.get("rows") or [], key=lambda r: r.get("model") != "teacher")
+    return [header] + [[
+        str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
+        _percent(r.get("accuracy")), _percent(r.get("agreement")), format_metric(r.get("ece")),
+        format_metric(r.get("kl_to_teacher")), format_ms(r.get("ms_per_sample")),
+    ] for r in rows]

@@ -1,0 +1,74 @@
+"""Save and load a trained classifier: `model.safetensors` + `distill.json` in one directory
+(the `student/` folder of a KD run, and what a later run loads as its teacher).
+
+    student/
+      distill.json         format, model config, input shape, classes, role, method
+      model.safetensors    the weights
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from distill.errors import CheckpointError
+from distill.export_dir import staged_directory
+from distill.models.classifiers import parameter_count
+from distill.registry import MODELS
+
+FORMAT = "distill.classifier/v1"
+META_FILE = "distill.json"
+WEIGHTS = "model.safetensors"
+
+
+def save_classifier(directory: Path, model: nn.Module, model_cfg: Any, shape: tuple[int, ...],
+                    num_classes: int, **meta: Any) -> Path:
+    """Write the classifier atomically (a crash never leaves a half-written export)."""
+    with staged_directory(directory) as staging:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS)
+        (staging / META_FILE).write_text(json.dumps({
+            "format": FORMAT, "model": model_cfg.model_dump(mode="json"), "shape": list(shape),
+            "num_classes": num_classes, "parameters": parameter_count(model), "weights": WEIGHTS,
+            **meta}, indent=2))
+    return Path(directory)
+
+
+def is_classifier_export(directory: Path) -> bool:
+    path = Path(directory) / META_FILE
+    return path.is_file() and f'"{FORMAT}"' in path.read_text(errors="replace")
+
+
+def load_classifier(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The exported classifier (eval mode, frozen) and its metadata."""
+    directory = Path(directory)
+    path = directory / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} holds no exported model (missing {META_FILE}); "
+                              "point at a finished run directory or its student/ folder")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a distill classifier export (format "
+                              f"{meta.get('format')!r}); a KD teacher must be a classifier")
+    model_cfg = MODELS.get(meta["model"]["name"]).model_validate(meta["model"])
+    model = model_cfg.make_classifier(tuple(meta["shape"]), meta["num_classes"])
+    weights = directory / meta["weights"]
+    try:
+        state = load_file(weights)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{weights} cannot be read ({err}); the export is corrupt: "
+                              "retrain the run that made it") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{weights} does not fit its {META_FILE}: {err}") from None
+    model.eval().requires_grad_(False)
+    return model, meta

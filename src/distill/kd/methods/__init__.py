@@ -1,0 +1,3 @@
+"""Classifier knowledge-distillation methods, one file per family."""
+
+from distill.kd.methods import logits  # noqa: F401

@@ -1,0 +1,192 @@
+"""Logit-based knowledge distillation of classifiers: the label-only baseline (`supervised`,
+which also trains teachers), Hinton's soft-target KD (`kd`) and decoupled KD (`dkd`).
+
+Training rows are the labelled split plus, when the dataset has one, its unlabelled transfer
+set (label -100): cross-entropy sees only labelled rows, the teacher sees every row. The
+teacher is live (dense logits, eval mode, no gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from distill.data.base import ArrayData
+from distill.kd import losses
+from distill.method import Method, MethodConfig, ParamGroup
+from distill.registry import METHODS
+from distill.train.batches import Batch
+
+IGNORE = losses.IGNORE_INDEX
+
+
+def labelled_cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy over rows whose label is not -100 (0 when a batch has none, never NaN)."""
+    keep = labels != IGNORE
+    if not keep.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep], labels[keep], label_smoothing=label_smoothing)
+
+
+def kept_labels(labels: Tensor, fraction: float, seed: int) -> Tensor:
+    """`labels` with all but a seeded, class-stratified `fraction` replaced by -100 (at least
+    one label per class is kept)."""
+    if fraction >= 1.0:
+        return labels.clone()
+    out = torch.full_like(labels, IGNORE)
+    gen = torch.Generator().manual_seed(seed)
+    for c in labels.unique():
+        rows = (labels == c).nonzero().flatten()
+        keep = rows[torch.randperm(len(rows), generator=gen)[: max(1, round(fraction * len(rows)))]]
+        out[keep] = labels[keep]
+    return out
+
+
+class ClassifierMethodConfig(MethodConfig):
+    label_fraction: float = Field(1.0, gt=0, le=1, description=(
+        "fraction of the training labels kept (stratified); the rest train as unlabelled rows"))
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class ClassifierMethod(Method):
+    """Shared by every classifier method: the student, an optional frozen teacher, and
+    training rows = labelled split (+ unlabelled transfer set) with -100 for missing labels."""
+
+    family: ClassVar[str] = "classify"
+    Config: ClassVar[type[ClassifierMethodConfig]] = ClassifierMethodConfig
+
+    def __init__(self, cfg: ClassifierMethodConfig, *, student: nn.Module, teacher: nn.Module | None,
+                 data: ArrayData, seed: int, total_steps: int) -> None:
+        super().__init__()
+        self.cfg, self.student, self.total_steps = cfg, student, total_steps
+        if teacher is not None:
+            self.teacher = teacher
+        self._rows = self._training_rows(data, seed)
+
+    def _training_rows(self, data: ArrayData, seed: int) -> dict[str, Tensor]:
+        x, y = data.train, kept_labels(data.train_labels, self.cfg.label_fraction, seed)
+        if data.unlabelled is not None and self.uses_unlabelled:
+            x = torch.cat([x, data.unlabelled])
+            y = torch.cat([y, torch.full((len(data.unlabelled),), IGNORE, dtype=torch.long)])
+        if not self.uses_unlabelled:  # label-only training: drop the rows whose label was removed
+            x, y = x[y != IGNORE], y[y != IGNORE]
+        return {"x": x, "y": y}
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether rows without labels are useful to this method (only with a teacher)."""
+        return self.needs_teacher
+
+    def train_data(self) -> Batch:
+        return self._rows
+
+    def param_groups(self) -> list[ParamGroup]:
+        return [ParamGroup("student", self.student.parameters())]
+
+    @torch.no_grad()
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        return self.teacher(x).float()
+
+
+@METHODS.register("supervised", summary="train a classifier on labels only (the KD baseline; trains teachers)")
+class Supervised(ClassifierMethod):
+    """Cross-entropy on the labelled rows: the label-only student every KD method must beat,
+    and the method that trains classifier teachers (teacher recipes)."""
+
+    class Config(ClassifierMethodConfig):
+        name: Literal["supervised"] = "supervised"
+
+    needs_teacher: ClassVar[bool] = False
+
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
+        logits = self.student(batch["x"])
+        return {"ce": labelled_cross_entropy(logits, batch["y"], self.cfg.label_smoothing)}
+
+
+DIVERGENCES = {
+    "forward-kl": losses.forward_kl, "reverse-kl": losses.reverse_kl,
+    "jsd": losses.generalized_jsd, "skew-forward-kl": losses.skew_forward_kl,
+    "skew-reverse-kl": losses.skew_reverse_kl, "tvd": losses.total_variation,
+}
+
+
+def divergence_kwargs(name: str, beta: float) -> dict[str, Any]:
+    if name == "jsd":
+        return {"beta": beta}
+    if name.startswith("skew"):
+        return {"alpha": beta}
+    return {}
+
+
+@METHODS.register("kd", summary="soft-target KD: alpha T² KL(teacher/T || student/T) + (1 - alpha) CE",
+                  paper="Distilling the Knowledge in a Neural Network (Hinton et al., 2015)")
+class KD(ClassifierMethod):
+    """Hinton et al. 2015 (§2): loss = alpha · T² · D(p_t^T || p_s^T) + (1 - alpha) · CE(y, p_s),
+    the divergence on every row (transfer set included), CE on labelled rows only.
+
+    Implemented: temperature-softened targets with the T² gradient scale, any divergence from
+    `distill.kd.losses` (forward KL is the paper's), an unlabelled transfer set (the paper's
+    "transfer set"; MNIST-1D `data.unlabelled`), and input mixup on the transfer batch
+    (`mixup`, the "consistent teaching" of Beyer et al. 2022, "Knowledge distillation: A good
+    teacher is patient and consistent"): teacher and student see the same mixed input.
+    Not implemented: the paper's specialist ensembles for very large label sets."""
+
+    class Config(ClassifierMethodConfig):
+        name: Literal["kd"] = "kd"
+        temperature: float = Field(4.0, gt=0)
+        alpha: float = Field(0.9, ge=0, le=1, description="weight of the distillation term")
+        divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
+                            "skew-reverse-kl", "tvd"] = "forward-kl"
+        beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
+        mixup: float = Field(0.0, ge=0, description="Beta(m, m) input mixup on distillation rows; 0: off")
+
+    def distill_inputs(self, x: Tensor) -> Tensor:
+        """x, or x mixed with a shuffled copy of itself (mixup) for the distillation term."""
+        if self.cfg.mixup <= 0:
+            return x
+        lam = torch.distributions.Beta(self.cfg.mixup, self.cfg.mixup).sample((len(x),)).to(x)
+        lam = lam.view(-1, *([1] * (x.ndim - 1)))
+        return lam * x + (1 - lam) * x[torch.randperm(len(x), device=x.device)]
+
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
+        x, y, cfg = batch["x"], batch["y"], self.cfg
+        out: dict[str, Tensor] = {}
+        if cfg.alpha < 1:
+            out["ce"] = (1 - cfg.alpha) * labelled_cross_entropy(self.student(x), y, cfg.label_smoothing)
+        xd = self.distill_inputs(x)
+        divergence = DIVERGENCES[cfg.divergence]
+        out["kd"] = cfg.alpha * divergence(self.student(xd), self.teacher_logits(xd),
+                                           temperature=cfg.temperature,
+                                           **divergence_kwargs(cfg.divergence, cfg.beta))
+        return out
+
+
+@METHODS.register("dkd", summary="decoupled KD: target-class and non-target-class KD weighted apart",
+                  paper="Decoupled Knowledge Distillation (Zhao et al., CVPR 2022)")
+class DKD(ClassifierMethod):
+    """Zhao et al. 2022 (Eq. 7): loss = CE + warmup(step) · (alpha · TCKD + beta · NCKD) · T².
+
+    Implemented: the decoupled loss (`distill.kd.losses.dkd`, exact log-space form), the paper's
+    linear warm-up of the KD weight (`warmup_fraction` of training; 20 of 240 epochs there).
+    Rows of the unlabelled transfer set have no ground-truth target: there the teacher's
+    argmax is the target class (our extension; the paper trains on labelled data only)."""
+
+    class Config(ClassifierMethodConfig):
+        name: Literal["dkd"] = "dkd"
+        alpha: float = Field(1.0, ge=0, description="weight of TCKD")
+        beta: float = Field(8.0, ge=0, description="weight of NCKD")
+        temperature: float = Field(4.0, gt=0)
+        warmup_fraction: float = Field(0.1, ge=0, le=1)
+
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
+        x, y, cfg = batch["x"], batch["y"], self.cfg
+        logits, teacher = self.student(x), self.teacher_logits(x)
+        target = torch.where(y == IGNORE, teacher.argmax(-1), y)
+        warm = min(1.0, (step + 1) / max(1.0, cfg.warmup_fraction * self.total_steps))
+        return {"ce": labelled_cross_entropy(logits, y, cfg.label_smoothing),
+                "dkd": warm * losses.dkd(logits, teacher, target, alpha=cfg.alpha, beta=cfg.beta,
+                                         temperature=cfg.temperature)}

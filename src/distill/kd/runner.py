@@ -1,0 +1,138 @@
+"""The classifier-KD side of a run: build the student/teacher classifiers and the method,
+export the trained student, and evaluate it beside its teacher on the held-out split.
+
+`distill.runner.run` calls these when the method's family is "classify".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.data.base import ArrayData
+from distill.errors import ConfigError, DataError, ModelMismatchError
+from distill.kd.export import load_classifier, save_classifier
+from distill.metrics.classify import (
+    accuracy,
+    agreement,
+    expected_calibration_error,
+    kl_to_teacher,
+    predict,
+)
+from distill.models.classifiers import ClassifierConfig, parameter_count
+from distill.registry import METHODS
+
+
+def check_classification_data(cfg: Any, data: ArrayData) -> None:
+    """Labels must exist and lie in [0, num_classes)."""
+    name = cfg.data.name
+    if data.train_labels is None or data.num_classes is None:
+        raise DataError(f"data {name!r} has no labels; classifier distillation needs labelled "
+                        "data (an .npz with x and y, digits or mnist1d)")
+    for split, labels in (("train", data.train_labels), ("test", data.test_labels)):
+        if labels is None:
+            raise DataError(f"data {name!r} has no {split} labels")
+        bad = (labels < 0) | (labels >= data.num_classes)
+        if bad.any():
+            raise DataError(f"data {name!r}: {int(bad.sum())} {split} labels lie outside "
+                            f"0..{data.num_classes - 1} (e.g. {int(labels[bad][0])}); fix the labels "
+                            "or the class count")
+
+
+def check_teacher_classifier(meta: dict[str, Any], data: ArrayData, data_name: str) -> None:
+    """The teacher must take this data's inputs and predict the same classes."""
+    if meta.get("format", "").startswith("distill.denoiser"):
+        raise ModelMismatchError("the teacher is a diffusion model; classifier distillation needs "
+                                 "a classifier teacher (a run trained with method: supervised)")
+    if tuple(meta["shape"]) != data.shape:
+        raise ModelMismatchError(f"the teacher takes inputs of shape {tuple(meta['shape'])} but data "
+                                 f"{data_name!r} has inputs of shape {data.shape}")
+    if meta["num_classes"] != data.num_classes:
+        raise ModelMismatchError(
+            f"the teacher predicts {meta['num_classes']} classes but data {data_name!r} has "
+            f"{data.num_classes}; teacher and student must share the label space (use the "
+            "teacher's dataset, or `lelp` for a student with fewer classes)")
+
+
+def build_classify(cfg: Any) -> tuple[ArrayData, nn.Module | None, dict[str, Any] | None, Any]:
+    """Data, frozen teacher (or None) and method instance for a classifier-KD config."""
+    method_cls = METHODS.get(cfg.method.name)
+    if not isinstance(cfg.student, ClassifierConfig):
+        raise ConfigError(f"method {cfg.method.name!r} trains a classifier: student.name must be "
+                          "a classifier backbone (mlp-classifier, cnn1d, cnn2d), not "
+                          f"{cfg.student.name!r}")
+    data = cfg.data.build()
+    check_classification_data(cfg, data)
+    teacher, meta = None, None
+    if method_cls.needs_teacher:
+        if cfg.teacher is None:
+            raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
+                              "e.g. teacher: {name: recipe, config: teacher-mnist1d.yaml}")
+        teacher, meta = cfg.teacher.load()
+        check_teacher_classifier(meta, data, cfg.data.name)
+    student = cfg.student.make_classifier(data.shape, data.num_classes)
+    method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
+                        seed=cfg.train.seed, total_steps=cfg.train.steps)
+    return data, teacher, meta, method
+
+
+def export_classify(run_dir: Path, student: nn.Module, cfg: Any, data: ArrayData) -> None:
+    role = "teacher" if cfg.teacher is None else "student"
+    save_classifier(run_dir / "student", student, cfg.student, data.shape, data.num_classes,
+                    role=role, method=cfg.method.name, run=cfg.name)
+
+
+def ms_per_sample(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Best-of-`repeats` inference time per sample on `x`, in milliseconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(model, x)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / len(x)
+
+
+def classifier_rows(models: dict[str, nn.Module], data: ArrayData, repeats: int = 3) -> list[dict[str, Any]]:
+    """One row per model on the held-out split; students also get agreement and KL to the
+    teacher when a teacher is among `models`."""
+    x, y = data.test, data.test_labels
+    logits = {name: predict(m, x) for name, m in models.items()}
+    rows = []
+    for name, model in models.items():
+        row: dict[str, Any] = {"model": name, "parameters": parameter_count(model),
+                               "accuracy": accuracy(logits[name], y),
+                               "ece": expected_calibration_error(logits[name], y)}
+        if name != "teacher" and "teacher" in logits:
+            row["agreement"] = agreement(logits[name], logits["teacher"])
+            row["kl_to_teacher"] = kl_to_teacher(logits[name], logits["teacher"])
+        row["ms_per_sample"] = ms_per_sample(model, x, repeats)
+        rows.append(row)
+    return rows
+
+
+def evaluate_classifier_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
+    """Evaluate a KD run's exported student (and its teacher): eval.json and report.html."""
+    from distill.report import write_report
+    from distill.runner import write_text_atomic
+
+    student, meta = load_classifier(run_dir / "student")
+    data = cfg.data.build()
+    models = {}
+    if meta["role"] == "teacher":
+        models["teacher"] = student
+    else:
+        models["teacher"], _ = cfg.teacher.load()
+        models["student"] = student
+    rows = classifier_rows(models, data, cfg.eval.timing_repeats)
+    result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
+              "family": "classify", "primary_metric": "accuracy",
+              "metrics": ["accuracy", "agreement", "ece", "kl_to_teacher"],
+              "n_samples": len(data.test), "rows": rows}
+    write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
+    write_report(run_dir)
+    return rows

@@ -1,0 +1,121 @@
+"""Small classifier backbones for knowledge distillation: an MLP, a 1-D CNN (MNIST-1D) and a
+2-D CNN (digits). Each maps x: (B, *shape) -> logits (B, K).
+
+Layers carry stable names (`blocks.0`, `blocks.1`, ..., `head`) so that feature distillation
+can hook them by module path without rewriting the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from distill.errors import ConfigError
+from distill.registry import MODELS
+
+
+class ClassifierConfig(BaseModel):
+    """A registered classifier backbone: `build(shape, num_classes)` returns a module mapping
+    (B, *shape) -> (B, num_classes) logits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    init: Literal["random"] = "random"
+
+    def build(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise ConfigError if this backbone cannot take samples of `shape`."""
+
+    def make_classifier(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        self.check_shape(shape)
+        return self.build(shape, num_classes)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Classifier(nn.Module):
+    """`blocks` (feature extractors, each hookable by path) then a flatten and a linear `head`."""
+
+    def __init__(self, blocks: list[nn.Module], head: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(x).flatten(1))
+
+
+@MODELS.register("mlp-classifier", summary="MLP classifier on flattened inputs (any shape)")
+class MLPClassifierConfig(ClassifierConfig):
+    name: Literal["mlp-classifier"] = "mlp-classifier"
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+
+    def build(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        width, blocks = math.prod(shape), [nn.Flatten()]
+        for h in self.hidden:
+            blocks.append(nn.Sequential(nn.Linear(width, h), nn.ReLU()))
+            width = h
+        return Classifier(blocks, nn.Linear(width, num_classes))
+
+
+def _conv_length(length: int, kernel: int, stride: int) -> int:
+    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+@MODELS.register("cnn1d", summary="1-D CNN classifier for signals of shape (C, L), e.g. MNIST-1D")
+class CNN1DConfig(ClassifierConfig):
+    """One convolution per entry of `strides` (kernel 5 then 3, ReLU) with `channels` each,
+    then a linear head on the flattened features. The default (strides 2, 2, 1: length 40 ->
+    10) is the size of MNIST-1D's reference CNN (~31k parameters at 64 channels)."""
+
+    name: Literal["cnn1d"] = "cnn1d"
+    channels: int = Field(64, gt=0)
+    strides: list[int] = Field(default_factory=lambda: [2, 2, 1], min_length=1)
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 2:
+            raise ConfigError(f"student/teacher cnn1d takes samples of shape (channels, length); "
+                              f"this data has shape {shape}. Use mlp-classifier (any shape) or "
+                              "cnn2d (images)")
+
+    def build(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        channels, length = shape
+        blocks: list[nn.Module] = []
+        for i, stride in enumerate(self.strides):
+            kernel = 5 if i == 0 else 3
+            blocks.append(nn.Sequential(nn.Conv1d(channels, self.channels, kernel, stride, kernel // 2),
+                                        nn.ReLU()))
+            channels, length = self.channels, _conv_length(length, kernel, stride)
+        return Classifier(blocks, nn.Linear(channels * length, num_classes))
+
+
+@MODELS.register("cnn2d", summary="2-D CNN classifier for images of shape (C, H, W), e.g. digits")
+class CNN2DConfig(ClassifierConfig):
+    """`layers` 3x3 convolutions (ReLU; stride 2 from the second on), then a linear head."""
+
+    name: Literal["cnn2d"] = "cnn2d"
+    channels: int = Field(32, gt=0)
+    layers: int = Field(3, gt=0)
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 3:
+            raise ConfigError(f"cnn2d takes images of shape (C, H, W); this data has shape {shape}. "
+                              "Use mlp-classifier (any shape) or cnn1d (signals)")
+
+    def build(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        channels, height, width = shape
+        blocks: list[nn.Module] = []
+        for i in range(self.layers):
+            stride = 1 if i == 0 else 2
+            blocks.append(nn.Sequential(nn.Conv2d(channels, self.channels, 3, stride, 1), nn.ReLU()))
+            channels = self.channels
+            height, width = _conv_length(height, 3, stride), _conv_length(width, 3, stride)
+        return Classifier(blocks, nn.Linear(channels * height * width, num_classes))
