@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+
+from distill.errors import DataError
+
+
+def file_error(path: Path, problem: str, fix: str) -> DataError:
+    """A DataError that names the user's file, what is wrong with it and how to fix it."""
+    return DataError(f"{path}: {problem}. {fix}")
+
+
+def read_npz(path: Path, how_to_save: str) -> dict[str, np.ndarray]:
+    """Every array of the `.npz` at `path` (pickled objects refused); `how_to_save` is the
+    numpy.savez call the error messages suggest."""
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "file not found", "Check the `path` in the dataset config.")
+    if not zipfile.is_zipfile(path):
+        raise file_error(path, "is not an .npz archive", f"Save it with {how_to_save}.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except Exception as exc:  # truncated members, pickled objects...
+        raise file_error(path, f"cannot be read ({type(exc).__name__}: {exc})",
+                         f"Save it again with {how_to_save}.") from exc
 
 
 @dataclass

@@ -6,7 +6,6 @@ Every problem with a user's file raises `DataError` naming the file and the fix.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from distill.data.base import ArrayData, DatasetConfig
+from distill.data.base import ArrayData, DatasetConfig, file_error, read_npz
 from distill.errors import DataError
 from distill.registry import DATASETS
 
@@ -62,24 +61,20 @@ class DigitsConfig(DatasetConfig):
         return labelled_split("digits", images, labels, self.test_fraction, self.seed, "digits")
 
 
-def _fail(path: Path, problem: str, fix: str) -> DataError:
-    return DataError(f"{path}: {problem}. {fix}")
-
-
 def _scale_images(path: Path, x: np.ndarray) -> np.ndarray:
     """uint8 -> [-1, 1]; floats in [0, 1] or [-1, 1] -> [-1, 1]; anything else is an error."""
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 127.5 - 1.0
     if not np.issubdtype(x.dtype, np.floating):
-        raise _fail(path, f"'x' has dtype {x.dtype}", "Save images as uint8 (0..255) or float in [0, 1] or [-1, 1].")
+        raise file_error(path, f"'x' has dtype {x.dtype}", "Save images as uint8 (0..255) or float in [0, 1] or [-1, 1].")
     if not np.isfinite(x).all():
-        raise _fail(path, f"'x' holds {int((~np.isfinite(x)).sum())} NaN or inf values", "Fix or remove those images.")
+        raise file_error(path, f"'x' holds {int((~np.isfinite(x)).sum())} NaN or inf values", "Fix or remove those images.")
     lo, hi = float(x.min()), float(x.max())
     if lo >= 0 and hi <= 1:
         return x.astype(np.float32) * 2 - 1
     if lo >= -1 and hi <= 1:
         return x.astype(np.float32)
-    raise _fail(path, f"float images range over [{lo:.3g}, {hi:.3g}]",
+    raise file_error(path, f"float images range over [{lo:.3g}, {hi:.3g}]",
                 "Scale them to [0, 1] or [-1, 1], or save uint8 pixels (0..255).")
 
 
@@ -87,38 +82,29 @@ def load_image_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images (N, C, H, W) in [-1, 1] and labels (N,) or None from an `.npz` with `x` of shape
     (N, H, W) or (N, C, H, W) and optional integer `y` of shape (N,)."""
     path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "file not found", "Check the `path` in the dataset config.")
-    if not zipfile.is_zipfile(path):
-        raise _fail(path, "is not an .npz archive", "Save it with numpy.savez(path, x=images, y=labels).")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # truncated members, pickled objects...
-        raise _fail(path, f"cannot be read ({type(exc).__name__}: {exc})",
-                    "Save it again with numpy.savez(path, x=images, y=labels).") from exc
+    arrays = read_npz(path, "numpy.savez(path, x=images, y=labels)")
     if "x" not in arrays:
-        raise _fail(path, f"has no array 'x' (it holds {sorted(arrays) or 'nothing'})",
+        raise file_error(path, f"has no array 'x' (it holds {sorted(arrays) or 'nothing'})",
                     "Save the images under the name x: numpy.savez(path, x=images, y=labels).")
     x = arrays["x"]
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[0] == 0:
-        raise _fail(path, f"'x' has shape {tuple(arrays['x'].shape)}",
+        raise file_error(path, f"'x' has shape {tuple(arrays['x'].shape)}",
                     "Images must be (N, H, W) or (N, C, H, W) with N >= 1.")
     if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
-        raise _fail(path, f"'x' has shape {tuple(x.shape)}, which looks channels-last",
+        raise file_error(path, f"'x' has shape {tuple(x.shape)}, which looks channels-last",
                     "Store channels first: x.transpose(0, 3, 1, 2).")
     images = torch.from_numpy(np.ascontiguousarray(_scale_images(path, x)))
     y = arrays.get("y")
     if y is None:
         return images, None
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise _fail(path, f"'y' has shape {tuple(y.shape)} and dtype {y.dtype}",
+        raise file_error(path, f"'y' has shape {tuple(y.shape)} and dtype {y.dtype}",
                     "Labels must be a 1-D integer array, one class index per image.")
     if len(y) != len(images):
-        raise _fail(path, f"'y' holds {len(y)} labels for {len(images)} images",
+        raise file_error(path, f"'y' holds {len(y)} labels for {len(images)} images",
                     "Save exactly one label per image.")
     if y.min() < 0:
-        raise _fail(path, f"'y' has negative labels (min {int(y.min())})", "Use class indices 0..K-1.")
+        raise file_error(path, f"'y' has negative labels (min {int(y.min())})", "Use class indices 0..K-1.")
     return images, torch.from_numpy(y.astype(np.int64))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from distill.data.base import ArrayData, DatasetConfig
+from distill.data.base import ArrayData, DatasetConfig, file_error
 from distill.data.images import labelled_split, load_image_npz
 from distill.errors import DataError
 from distill.registry import DATASETS
@@ -22,10 +22,6 @@ from distill.registry import DATASETS
 POINT_SUFFIXES = (".npy", ".csv")
 MAX_DIM = 16
 NPY_MAGIC = b"\x93NUMPY"
-
-
-def _fail(path: Path, problem: str, fix: str) -> DataError:
-    return DataError(f"{path}: {problem}. {fix}")
 
 
 def _is_number(text: str) -> bool:
@@ -41,7 +37,7 @@ def _read_npy(path: Path) -> np.ndarray:
     with path.open("rb") as handle:
         magic = handle.read(len(NPY_MAGIC))
     if magic != NPY_MAGIC:
-        raise _fail(
+        raise file_error(
             path,
             "is not a numpy .npy file (it does not start with the .npy magic bytes; "
             "perhaps a text file renamed to .npy)",
@@ -51,14 +47,14 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError, OSError, EOFError... for bad files
-        raise _fail(
+        raise file_error(
             path,
             f"is not a readable numpy .npy file ({type(exc).__name__}: {exc})",
             "Save the points with numpy.save(path, points) where points is a float array "
             "of shape (N, D), or use a .csv file.",
         ) from exc
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise _fail(
+        raise file_error(
             path,
             f"holds non-numeric values (dtype {array.dtype})",
             "Save a float or integer array of shape (N, D).",
@@ -72,7 +68,7 @@ def _read_csv(path: Path) -> np.ndarray:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = [(line, row) for line, row in enumerate(csv.reader(handle), 1) if row]
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise _fail(
+        raise file_error(
             path,
             f"is not a readable text .csv file ({type(exc).__name__}: {exc})",
             "Write comma-separated numbers, one point per line, as UTF-8 text.",
@@ -80,19 +76,19 @@ def _read_csv(path: Path) -> np.ndarray:
     if rows and not any(_is_number(cell) for cell in rows[0][1]):
         rows = rows[1:]  # header of column names
     if not rows:
-        raise _fail(path, "has no data rows", "Write one point per line, e.g. '0.5,-1.2'.")
+        raise file_error(path, "has no data rows", "Write one point per line, e.g. '0.5,-1.2'.")
     width = len(rows[0][1])
     values = np.empty((len(rows), width), dtype=np.float64)
     for i, (line, row) in enumerate(rows):
         if len(row) != width:
-            raise _fail(
+            raise file_error(
                 path,
                 f"line {line} has {len(row)} values but the first data line has {width}",
                 "Every line must have the same number of comma-separated values.",
             )
         for column, cell in enumerate(row, 1):
             if not _is_number(cell):
-                raise _fail(
+                raise file_error(
                     path,
                     f"line {line}, column {column}: {cell!r} is not a number",
                     "Only a first line of column names may be non-numeric; fix or remove this "
@@ -106,42 +102,42 @@ def load_points(path: Path) -> torch.Tensor:
     """Read and check a point cloud from a `.npy` or `.csv` file: (N, D) float32, 1 <= D <= 16."""
     path = Path(path)
     if not path.is_file():
-        raise _fail(path, "file not found", "Check the `path` in the dataset config.")
+        raise file_error(path, "file not found", "Check the `path` in the dataset config.")
     if path.suffix.lower() not in POINT_SUFFIXES:
-        raise _fail(
+        raise file_error(
             path,
             f"unsupported file type {path.suffix or '(no extension)'!r}",
             "Supported types: .npy or .csv holding an (N, D) array of points, or .npz holding "
             "images x (and labels y).",
         )
     if path.stat().st_size == 0:
-        raise _fail(path, "the file is empty", "Write an (N, D) array of points into it.")
+        raise file_error(path, "the file is empty", "Write an (N, D) array of points into it.")
     array = _read_npy(path) if path.suffix.lower() == ".npy" else _read_csv(path)
     if array.ndim != 2:
         hint = (
             " A 1-D array of N scalars can be saved as x.reshape(-1, 1)." if array.ndim == 1 else ""
         )
-        raise _fail(
+        raise file_error(
             path,
             f"found an array of shape {tuple(array.shape)}, expected a 2-D array (N, D)",
             f"Save one point per row, one coordinate per column.{hint}",
         )
     n, d = array.shape
     if n == 0 or d == 0:
-        raise _fail(
+        raise file_error(
             path,
             f"holds no points (shape {tuple(array.shape)})",
             "Write at least 3 points into it.",
         )
     if d > MAX_DIM:
-        raise _fail(
+        raise file_error(
             path,
             f"has {d} columns; this looks like it is not a point cloud (expected 1 to {MAX_DIM})",
             "The `file` dataset takes low-dimensional points, one per row.",
         )
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
-        raise _fail(
+        raise file_error(
             path,
             f"{int(bad.sum())} of {n} rows contain NaN or inf; the first is data row "
             f"{int(np.argmax(bad))} (0-based, not counting a csv header line)",
