@@ -18,7 +18,12 @@ from distill.data.mnist1d import Mnist1DConfig
 from distill.errors import ConfigError, DataError, ModelMismatchError
 from distill.kd.methods.logits import kept_labels, labelled_cross_entropy
 from distill.kd.runner import check_classification_data
-from distill.models.classifiers import CNN1DConfig, CNN2DConfig, MLPClassifierConfig, parameter_count
+from distill.models.classifiers import (
+    CNN1DConfig,
+    CNN2DConfig,
+    MLPClassifierConfig,
+    parameter_count,
+)
 from distill.runner import run
 
 TRAIN = {"steps": 30, "batch_size": 64, "lr": 1.0e-2, "checkpoint_every": 30, "progress": False}

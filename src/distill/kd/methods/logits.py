@@ -168,7 +168,7 @@ class KD(ClassifierMethod):
 @METHODS.register("dkd", summary="decoupled KD: target-class and non-target-class KD weighted apart",
                   paper="Decoupled Knowledge Distillation (Zhao et al., CVPR 2022)")
 class DKD(ClassifierMethod):
-    """Zhao et al. 2022 (Eq. 7): loss = CE + warmup(step) · (alpha · TCKD + beta · NCKD) · T².
+    """Zhao et al. 2022 (Eq. 7): loss = ce_weight · CE + warmup(step) · (alpha · TCKD + beta · NCKD) · T².
 
     Implemented: the decoupled loss (`distill.kd.losses.dkd`, exact log-space form), the paper's
     linear warm-up of the KD weight (`warmup_fraction` of training; 20 of 240 epochs there).
@@ -181,12 +181,14 @@ class DKD(ClassifierMethod):
         beta: float = Field(8.0, ge=0, description="weight of NCKD")
         temperature: float = Field(4.0, gt=0)
         warmup_fraction: float = Field(0.1, ge=0, le=1)
+        ce_weight: float = Field(1.0, ge=0, description="weight of the labelled cross-entropy "
+                                 "(CE_WEIGHT of the reference code, mdistiller)")
 
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
         logits, teacher = self.student(x), self.teacher_logits(x)
         target = torch.where(y == IGNORE, teacher.argmax(-1), y)
         warm = min(1.0, (step + 1) / max(1.0, cfg.warmup_fraction * self.total_steps))
-        return {"ce": labelled_cross_entropy(logits, y, cfg.label_smoothing),
+        return {"ce": cfg.ce_weight * labelled_cross_entropy(logits, y, cfg.label_smoothing),
                 "dkd": warm * losses.dkd(logits, teacher, target, alpha=cfg.alpha, beta=cfg.beta,
                                          temperature=cfg.temperature)}
