@@ -26,6 +26,7 @@ from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer
 from distill.diffusion.export import load_denoiser, save_denoiser
+from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.kd.export import is_classifier_export
 from distill.kd.runner import build_classify, evaluate_classifier_run, export_classify
@@ -120,10 +121,7 @@ def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, 
     data = cfg.data.build()
     teacher, meta = None, None
     if method_cls.needs_teacher:
-        if cfg.teacher is None:
-            raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
-                              "e.g. teacher: {name: recipe, config: teacher-8gaussians.yaml}")
-        teacher, meta = cfg.teacher.load()
+        teacher, meta = load_configured_teacher(cfg, "teacher-8gaussians.yaml")
         check_teacher(cfg, data, meta)
     conditional = teacher.conditional if teacher else bool(data.num_classes)
     for key, scale in (("eval.guidance", cfg.eval.guidance),

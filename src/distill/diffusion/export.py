@@ -19,13 +19,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from distill.diffusion.denoiser import Denoiser
 from distill.errors import CheckpointError
-from distill.export_dir import staged_directory
+from distill.export_dir import load_weights_into, read_meta_json, staged_directory
 from distill.models.image import TRAIN_TIMESTEPS, DiffusersNet
 from distill.registry import MODELS
 
@@ -99,17 +98,10 @@ def read_export_config(directory: Path) -> dict[str, Any]:
     """The export's metadata (distill.json; older point exports kept it in config.json)."""
     directory = Path(directory)
     path = directory / META_FILE
-    if not path.is_file():
-        legacy = directory / "config.json"
-        if legacy.is_file() and '"distill.denoiser/v1"' in legacy.read_text(errors="replace"):
-            path = legacy
-        else:
-            raise CheckpointError(f"{directory} holds no exported model (missing {META_FILE}); "
-                                  "point at a finished run directory or its student/ folder")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    legacy = directory / "config.json"
+    if not path.is_file() and legacy.is_file() and '"distill.denoiser/v1"' in legacy.read_text(errors="replace"):
+        path = legacy
+    config = read_meta_json(path)
     if config.get("format") == LEGACY_FORMAT:
         config.update(shape=[config.pop("dim")], num_classes=None, preconditioning="none",
                       weights=PLAIN_WEIGHTS)
@@ -124,17 +116,9 @@ def load_denoiser(directory: Path) -> tuple[Denoiser, dict[str, Any]]:
     config = read_export_config(directory)
     model_cfg = MODELS.get(config["model"]["name"]).model_validate(config["model"])
     denoiser = model_cfg.make_denoiser(tuple(config["shape"]), config["num_classes"])
-    weights = directory / config["weights"]
-    try:
-        state = load_file(weights)
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"{weights} cannot be read ({err}); the export is corrupt: "
-                              "re-run `distill eval` on its run or retrain") from None
     target = denoiser.net.model if isinstance(denoiser.net, DiffusersNet) else denoiser.net
-    try:
-        target.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not fit its {META_FILE}: {err}") from None
+    load_weights_into(target, directory / config["weights"], META_FILE,
+                      "re-run `distill eval` on its run or retrain")
     return freeze(denoiser), config
 
 

@@ -35,6 +35,15 @@ def load_export(directory: Path) -> tuple[Any, dict[str, Any]]:
     return load_denoiser(directory)
 
 
+def load_configured_teacher(cfg: Any, example_recipe: str) -> tuple[Any, dict[str, Any]]:
+    """The frozen teacher of run config `cfg` and its metadata; a ConfigError suggesting
+    `teacher: {name: recipe, config: <example_recipe>}` when the config has no teacher."""
+    if cfg.teacher is None:
+        raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
+                          f"e.g. teacher: {{name: recipe, config: {example_recipe}}}")
+    return cfg.teacher.load()
+
+
 class TeacherSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str

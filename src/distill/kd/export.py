@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from distill.errors import CheckpointError
-from distill.export_dir import staged_directory
+from distill.export_dir import load_weights_into, read_meta_json, staged_directory
 from distill.models.classifiers import parameter_count
 from distill.registry import MODELS
 
@@ -48,27 +47,12 @@ def load_classifier(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The exported classifier (eval mode, frozen) and its metadata."""
     directory = Path(directory)
     path = directory / META_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory} holds no exported model (missing {META_FILE}); "
-                              "point at a finished run directory or its student/ folder")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    meta = read_meta_json(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a distill classifier export (format "
                               f"{meta.get('format')!r}); a KD teacher must be a classifier")
     model_cfg = MODELS.get(meta["model"]["name"]).model_validate(meta["model"])
     model = model_cfg.make_classifier(tuple(meta["shape"]), meta["num_classes"])
-    weights = directory / meta["weights"]
-    try:
-        state = load_file(weights)
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"{weights} cannot be read ({err}); the export is corrupt: "
-                              "retrain the run that made it") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not fit its {META_FILE}: {err}") from None
+    load_weights_into(model, directory / meta["weights"], META_FILE, "retrain the run that made it")
     model.eval().requires_grad_(False)
     return model, meta

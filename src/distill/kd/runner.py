@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from distill.data.base import ArrayData
+from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import ConfigError, DataError, ModelMismatchError
 from distill.kd.export import load_classifier, save_classifier
 from distill.metrics.classify import (
@@ -70,10 +71,7 @@ def build_classify(cfg: Any) -> tuple[ArrayData, nn.Module | None, dict[str, Any
     check_classification_data(cfg, data)
     teacher, meta = None, None
     if method_cls.needs_teacher:
-        if cfg.teacher is None:
-            raise ConfigError(f"method {cfg.method.name!r} distils a teacher: add a teacher section, "
-                              "e.g. teacher: {name: recipe, config: teacher-mnist1d.yaml}")
-        teacher, meta = cfg.teacher.load()
+        teacher, meta = load_configured_teacher(cfg, "teacher-mnist1d.yaml")
         check_teacher_classifier(meta, data, cfg.data.name)
     student = cfg.student.make_classifier(data.shape, data.num_classes)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
