@@ -31,7 +31,7 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def bench(out: Path, seeds: list[int]) -> tuple[str, float, dict]:
+def bench(out: Path, seeds: list[int]) -> tuple[str, float]:
     teacher_cfg = load_config(CONFIGS / "teacher-mnist1d.yaml", ["train.progress=false"])
     start = time.perf_counter()
     teacher_row = run(teacher_cfg, out / "teacher").rows[0]
@@ -41,7 +41,6 @@ def bench(out: Path, seeds: list[int]) -> tuple[str, float, dict]:
              "|---|---|---|---|---|---|---|",
              f"| teacher (`teacher-mnist1d`) | {teacher_row['parameters']:,} | "
              f"{100 * teacher_row['accuracy']:.1f} | — | {teacher_row['ece']:.3f} | — | {teacher_seconds:.0f} |"]
-    results: dict[str, list[dict]] = {}
     for method in STUDENTS:
         rows, seconds = [], []
         for seed in seeds:
@@ -53,14 +52,13 @@ def bench(out: Path, seeds: list[int]) -> tuple[str, float, dict]:
             result = run(cfg, out / f"{method}-seed{seed}")
             seconds.append(time.perf_counter() - start)
             rows.append({r["model"]: r for r in result.rows}.get("student") or result.rows[0])
-        results[method] = rows
         agreement = mean_std([r["agreement"] for r in rows], 100) if "agreement" in rows[0] else "—"
         kl = mean_std([r["kl_to_teacher"] for r in rows], digits=3) if "kl_to_teacher" in rows[0] else "—"
         name = "label-only baseline (`supervised`)" if method == "supervised" else f"**{method}**"
         lines.append(f"| {name} | {rows[0]['parameters']:,} | {mean_std([r['accuracy'] for r in rows], 100)} | "
                      f"{agreement} | {mean_std([r['ece'] for r in rows], digits=3)} | {kl} | "
                      f"{statistics.fmean(seconds):.0f} |")
-    return "\n".join(lines), teacher_seconds, results
+    return "\n".join(lines), teacher_seconds
 
 
 def main() -> None:
@@ -68,7 +66,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-kd")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
-    table, teacher_seconds, _ = bench(args.out, args.seeds)
+    table, teacher_seconds = bench(args.out, args.seeds)
     print(table)
     command = "python " + " ".join(["bench/kd.py", *sys.argv[1:]])
     write_block(BEGIN, END, (

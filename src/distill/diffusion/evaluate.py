@@ -8,7 +8,6 @@ same class labels) and is compared with the same reference data.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.samplers import fixed_noise, nfe_of, sample
 from distill.metrics.samples import energy_distance, mmd_rbf, mode_coverage, sliced_wasserstein
+from distill.timing import best_seconds
 
 POINT_METRICS = ("swd", "mmd", "energy")
 IMAGE_METRICS = ("fid", "precision", "recall")
@@ -132,13 +132,8 @@ def time_sampler(gen: Generator, noise: Tensor, labels: Tensor | None, steps: in
                  repeats: int) -> float:
     """Best-of-`repeats` wall time in ms per sample, after one warm-up (on a GPU, the time
     includes copying the samples back, after synchronising)."""
-    generate(gen, noise, labels, steps)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        generate(gen, noise, labels, steps)  # .cpu() synchronises
-        best = min(best, time.perf_counter() - start)
-    return 1000.0 * best / len(noise)
+    seconds = best_seconds(lambda: generate(gen, noise, labels, steps), repeats)  # .cpu() synchronises
+    return 1000.0 * seconds / len(noise)
 
 
 def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: EvalConfig,

@@ -7,7 +7,6 @@ export the trained student, and evaluate it beside its teacher on the held-out s
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from distill.metrics.classify import (
 )
 from distill.models.classifiers import ClassifierConfig, parameter_count
 from distill.registry import METHODS
+from distill.timing import best_seconds
 
 
 def check_classification_data(cfg: Any, data: ArrayData) -> None:
@@ -86,13 +86,8 @@ def export_classify(run_dir: Path, student: nn.Module, cfg: Any, data: ArrayData
 
 
 def ms_per_sample(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Best-of-`repeats` inference time per sample on `x`, in milliseconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict(model, x)
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / len(x)
+    """Best-of-`repeats` inference time per sample on `x` (after a warm-up), in milliseconds."""
+    return 1000 * best_seconds(lambda: predict(model, x), repeats) / len(x)
 
 
 def classifier_rows(models: dict[str, nn.Module], data: ArrayData, repeats: int = 3) -> list[dict[str, Any]]:

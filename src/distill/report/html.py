@@ -168,8 +168,7 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
     if eval_data.get("family") == "classify":
         return _classifier_html(eval_data)
     sentences = summary_sentences(eval_data)
-    summary = ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
-               + "</ul>") if sentences else ""
+    summary = _summary_list(sentences)
     meta = f"dataset {eval_data.get('dataset', '?')} · "
     if eval_data.get("n_generated"):
         meta += (f"{eval_data['n_generated']} generated samples per row vs "
@@ -218,10 +217,14 @@ def classifier_sentences(eval_data: dict) -> list[str]:
     return out
 
 
+def _summary_list(sentences: list[str]) -> str:
+    return ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
+            + "</ul>") if sentences else ""
+
+
 def _classifier_html(eval_data: dict) -> tuple[str, str]:
     sentences = classifier_sentences(eval_data)
-    summary = ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
-               + "</ul>") if sentences else ""
+    summary = _summary_list(sentences)
     meta = (f"dataset {eval_data.get('dataset', '?')} · {eval_data.get('n_samples', '?')} held-out "
             "inputs · ECE: expected calibration error, 15 bins · KL: KL(teacher || model), nats")
     return summary, ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
