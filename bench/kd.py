@@ -22,7 +22,9 @@ from distill.runner import run
 
 CONFIGS = REPO / "configs" / "mnist1d"
 BEGIN, END = "<!-- kd:begin -->", "<!-- kd:end -->"
-# (row label, recipe, extra overrides, distils the benchmark's teacher run)
+TWO_CLASSES = "data.class_groups=[[0,1,2,3,4],[5,6,7,8,9]]"
+# (row label, recipe, extra overrides, distils the benchmark's teacher run); the two-class
+# rows use their recipe's binary teacher (teacher-binary-mnist1d.yaml, trained once, cached)
 STUDENTS = (
     ("label-only baseline (`supervised`)", "supervised", [], False),
     ("**kd**", "kd", [], True),
@@ -37,6 +39,9 @@ STUDENTS = (
     ("**hsd**, exit after block 1", "hsd", [], False),
     ("kd, 10% of the labels", "kd", ["method.label_fraction=0.1"], True),
     ("**dho**, 10% of the labels", "dho", [], True),
+    ("label-only, two classes (0-4 / 5-9)", "supervised", [TWO_CLASSES], False),
+    ("kd, two classes (binary teacher; α 0.9, T 4)", "kd-binary", [], False),
+    ("**lelp**, two classes (binary teacher)", "lelp", [], False),
 )
 
 

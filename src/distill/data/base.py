@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill.errors import DataError
 
@@ -90,3 +90,50 @@ class DatasetConfig(BaseModel):
     def build(self) -> ArrayData:
         """Load or sample the dataset this config describes."""
         raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+
+def merge_classes(data: ArrayData, groups: list[list[int]]) -> ArrayData:
+    """`data` with its labels replaced by group indices: label y becomes the index of the group
+    that contains y (for a few-class task made from a many-class one, e.g. MNIST-1D digits
+    0-4 vs 5-9). Every label present must be in exactly one group."""
+    lookup = torch.full((data.num_classes or 0,), -1, dtype=torch.long)
+    for index, group in enumerate(groups):
+        for label in group:
+            if label >= len(lookup):
+                raise DataError(f"data.class_groups names class {label} but {data.name!r} has classes "
+                                f"0..{len(lookup) - 1}")
+            lookup[label] = index
+    missing = sorted(set(range(len(lookup))) - {c for g in groups for c in g})
+    if missing:
+        raise DataError(f"data.class_groups leaves classes {missing} of {data.name!r} out; put every "
+                        "class in one group")
+    data.train_labels = lookup[data.train_labels]
+    data.test_labels = lookup[data.test_labels]
+    data.num_classes = len(groups)
+    return data
+
+
+class LabelledDatasetConfig(DatasetConfig):
+    """A dataset with class labels, whose classes can be merged into groups (`class_groups`)."""
+
+    class_groups: list[list[int]] | None = Field(None, description=(
+        "merge classes into groups, e.g. [[0,1,2,3,4],[5,6,7,8,9]] for a two-class task; the "
+        "label becomes the group's index"))
+
+    @field_validator("class_groups")
+    @classmethod
+    def _check_groups(cls, groups: list[list[int]] | None) -> list[list[int]] | None:
+        if groups is None:
+            return None
+        if len(groups) < 2 or any(not g for g in groups):
+            raise ValueError("class_groups needs at least two non-empty groups")
+        seen = [c for g in groups for c in g]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"class_groups {groups} puts a class in more than one group")
+        if min(seen) < 0:
+            raise ValueError("class_groups holds a negative class")
+        return groups
+
+    def grouped(self, data: ArrayData) -> ArrayData:
+        """`data`, with its classes merged when `class_groups` is set."""
+        return data if self.class_groups is None else merge_classes(data, self.class_groups)

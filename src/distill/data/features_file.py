@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from distill.data.base import ArrayData, DatasetConfig, file_error, read_npz
+from distill.data.base import ArrayData, LabelledDatasetConfig, file_error, read_npz
 from distill.data.images import split_indices
 from distill.registry import DATASETS
 
@@ -87,7 +87,7 @@ def load_features_npz(path: Path, test_fraction: float, seed: int) -> ArrayData:
 
 @DATASETS.register("features", summary="your labelled features (.npz: x (N, D), y, optional x_test/y_test, "
                    "x_unlabelled)", paper="")
-class FeaturesFileConfig(DatasetConfig):
+class FeaturesFileConfig(LabelledDatasetConfig):
     """Labelled feature vectors from `path` for classifier distillation."""
 
     name: Literal["features"] = "features"
@@ -104,4 +104,4 @@ class FeaturesFileConfig(DatasetConfig):
                 raise file_error(self.path, f"labels go up to {data.num_classes - 1} but "
                                  f"num_classes is {self.num_classes}", "Raise num_classes or fix the labels")
             data.num_classes = self.num_classes
-        return data
+        return self.grouped(data)

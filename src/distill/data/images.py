@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from distill.data.base import ArrayData, DatasetConfig, file_error, read_npz
+from distill.data.base import ArrayData, LabelledDatasetConfig, file_error, read_npz
 from distill.errors import DataError
 from distill.registry import DATASETS
 
@@ -40,7 +40,7 @@ def labelled_split(name: str, images: torch.Tensor, labels: torch.Tensor | None,
 
 @DATASETS.register("digits", summary="scikit-learn 8x8 handwritten digits in [-1, 1], 10 classes",
                    paper="UCI Optical Recognition of Handwritten Digits (Alpaydin & Kaynak, 1998)")
-class DigitsConfig(DatasetConfig):
+class DigitsConfig(LabelledDatasetConfig):
     """The 1797 digits of `sklearn.datasets.load_digits` (bundled, no download), scaled from
     0..16 to [-1, 1], optionally upsampled to 16x16 (bilinear), split with a fixed seed."""
 
@@ -58,7 +58,7 @@ class DigitsConfig(DatasetConfig):
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear",
                                    align_corners=False).clamp(-1, 1)
         labels = torch.tensor(digits.target, dtype=torch.long)
-        return labelled_split("digits", images, labels, self.test_fraction, self.seed, "digits")
+        return self.grouped(labelled_split("digits", images, labels, self.test_fraction, self.seed, "digits"))
 
 
 def _scale_images(path: Path, x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from filelock import FileLock
 from pydantic import Field
 
 from distill.cache import cache_root
-from distill.data.base import ArrayData, DatasetConfig
+from distill.data.base import ArrayData, LabelledDatasetConfig
 from distill.registry import DATASETS
 
 STANDARD_SEED = 42
@@ -57,7 +57,7 @@ def generated(num_samples: int, seed: int) -> dict[str, np.ndarray]:
 
 @DATASETS.register("mnist1d", summary="MNIST-1D: 1-D digits of length 40, 4000/1000 split, 10 classes",
                    paper="Scaling Down Deep Learning with MNIST-1D (Greydanus & Kobak, 2020)")
-class Mnist1DConfig(DatasetConfig):
+class Mnist1DConfig(LabelledDatasetConfig):
     """Samples have shape (1, 40) (one channel, for 1-D convolutions); labels 0..9."""
 
     name: Literal["mnist1d"] = "mnist1d"
@@ -71,7 +71,7 @@ class Mnist1DConfig(DatasetConfig):
         if self.unlabelled:
             more = generated(self.unlabelled, self.unlabelled_seed)
             extra = as_x(np.concatenate([more["x"], more["x_test"]]))[: self.unlabelled]
-        return ArrayData("mnist1d", as_x(std["x"]), as_x(std["x_test"]),
+        return self.grouped(ArrayData("mnist1d", as_x(std["x"]), as_x(std["x_test"]),
                          train_labels=torch.tensor(std["y"], dtype=torch.long),
                          test_labels=torch.tensor(std["y_test"], dtype=torch.long),
-                         num_classes=10, unlabelled=extra)
+                         num_classes=10, unlabelled=extra))

@@ -57,7 +57,7 @@ def check_teacher_classifier(meta: dict[str, Any], data: ArrayData, data_name: s
         raise ModelMismatchError(
             f"the teacher predicts {meta['num_classes']} classes but data {data_name!r} has "
             f"{data.num_classes}; teacher and student must share the label space (use the "
-            "teacher's dataset, or `lelp` for a student with fewer classes)")
+            "teacher's dataset and data.class_groups)")
 
 
 def build_classify(cfg: Any) -> tuple[ArrayData, nn.Module | None, dict[str, Any] | None, Any]:

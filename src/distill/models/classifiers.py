@@ -42,13 +42,16 @@ class ClassifierConfig(BaseModel):
     use_exit: int | None = Field(None, description=(
         "the exit whose logits forward() returns (one of exits; None: the final head); the "
         "blocks after it are skipped"))
+    subclasses: int = Field(1, ge=1, description=(
+        "logits per class (method lelp sets it): the head predicts classes x subclasses and "
+        "forward() returns each class's logsumexp over its subclasses"))
 
     @model_validator(mode="after")
     def _check_exits(self) -> ClassifierConfig:
         if self.use_exit is not None and self.use_exit not in self.exits:
             raise ValueError(f"use_exit {self.use_exit} is not one of exits {self.exits}")
-        if self.exits and self.dual_head is not None:
-            raise ValueError("a classifier has either early exits or a dual head, not both")
+        if sum([bool(self.exits), self.dual_head is not None, self.subclasses > 1]) > 1:
+            raise ValueError("a classifier has at most one of: early exits, a dual head, subclasses")
         return self
 
     def build(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -59,6 +62,9 @@ class ClassifierConfig(BaseModel):
 
     def make_classifier(self, shape: tuple[int, ...], num_classes: int) -> nn.Module:
         self.check_shape(shape)
+        if self.subclasses > 1:
+            inner = self.build(shape, num_classes * self.subclasses)
+            return SubclassClassifier(inner.blocks, inner.head, num_classes, self.subclasses)
         model = self.build(shape, num_classes)
         if self.dual_head is not None:
             model = DualHeadClassifier(model.blocks, model.head, self.dual_head.alpha, self.dual_head.beta)
@@ -108,6 +114,23 @@ class DualHeadClassifier(Classifier):
         mixed = torch.stack([torch.log_softmax(label, -1) + math.log1p(-self.alpha + 1e-12),
                              torch.log_softmax(distill / self.beta, -1) + math.log(self.alpha + 1e-12)])
         return torch.logsumexp(mixed, dim=0)
+
+
+class SubclassClassifier(Classifier):
+    """A classifier whose head predicts `subclasses` logits per class (subclass distillation,
+    Müller et al. 2020; LELP's pseudo-subclasses). `subclass_logits` returns them as
+    (B, K, S); `forward` returns the class logits logsumexp_s z[:, k, s], (B, K), so the
+    class probabilities are the sums of the subclass probabilities."""
+
+    def __init__(self, blocks: nn.Module, head: nn.Linear, num_classes: int, subclasses: int) -> None:
+        super().__init__(list(blocks), head)
+        self.num_classes, self.subclasses = num_classes, subclasses
+
+    def subclass_logits(self, x: Tensor) -> Tensor:
+        return super().forward(x).view(len(x), self.num_classes, self.subclasses)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.logsumexp(self.subclass_logits(x), dim=-1)
 
 
 class MultiExitClassifier(Classifier):

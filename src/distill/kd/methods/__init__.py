@@ -9,4 +9,5 @@ from distill.kd.methods import (  # noqa: F401
     ofa,
     online,
     self_distill,
+    subclass,
 )
