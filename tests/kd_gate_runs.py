@@ -25,7 +25,8 @@ def accuracies(out: Path, recipe: str, *overrides: str) -> list[float]:
     """Held-out accuracy (%) of the `recipe` run's exported model for each seed in SEEDS."""
     values = []
     for seed in SEEDS:
-        options = ["train.progress=false", f"train.seed={seed}", f"train.steps={GATE_STEPS}",
+        options = ["train.progress=false", "eval.timing_repeats=0", f"train.seed={seed}",
+                   f"train.steps={GATE_STEPS}",
                    f"train.checkpoint_every={GATE_STEPS}", *overrides]
         tag = "-".join([recipe, *(o.replace("=", "") for o in overrides), str(seed)])
         result = run(load_config(CONFIGS / f"{recipe}-mnist1d.yaml", options), out / tag)

@@ -12,7 +12,13 @@ from torch import nn
 from conftest import tiny_teacher_yaml
 from distill.config import load_config
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.consistency import ConsistencyDistillation, ode_step
+from distill.diffusion.methods.consistency import (
+    ConsistencyDistillation,
+    MultistepConsistencyDistillation,
+    SegmentedConsistencyDistillation,
+    ode_step,
+    segment_start,
+)
 from distill.runner import run
 
 
@@ -68,7 +74,58 @@ def test_a_short_cd_run_beats_the_teacher_at_one_step(tiny_teacher: Path, tmp_pa
         "student: {name: mlp, hidden: 64, depth: 2, init: teacher}\n"
         "method: {name: cd, intervals: 16, solver: heun}\n"
         "train: {steps: 400, batch_size: 256, lr: 3.0e-4, ema_decay: 0.99, progress: false}\n"
-        "eval: {nfe: [1], n_samples: 1000, timing_repeats: 1}\n")
+        "eval: {nfe: [1], n_samples: 1000, timing_repeats: 0}\n")
     result = run(load_config(config), tmp_path / "cd")
     rows = {(r["model"], r["nfe"]): r for r in json.loads((result.run_dir / "eval.json").read_text())["rows"]}
     assert rows["student", 1]["swd"] < 0.5 * rows["teacher", 1]["swd"], rows
+    # timing_repeats: 0 skips timing; the report still renders
+    assert "ms_per_sample" not in rows["student", 1] and (result.run_dir / "report.html").is_file()
+
+
+def test_segments_start_where_the_time_axis_is_cut():
+    n = torch.arange(1, 9)
+    assert segment_start(n, 8, 1).tolist() == [0] * 8
+    assert segment_start(n, 8, 2).tolist() == [0, 0, 0, 0, 4, 4, 4, 4]
+    assert segment_start(n, 8, 8).tolist() == list(range(8))
+
+
+def test_one_segment_is_plain_consistency_distillation():
+    teacher = Denoiser(LinearVelocity(0.5, 1.0))
+
+    def loss(method_cls, **options):
+        net = Denoiser(DenoiserNet())
+        net.load_state_dict(reference.state_dict())
+        method = method_cls(method_cls.Config(intervals=8, **options), net, teacher)
+        torch.manual_seed(0)
+        return method({"x": torch.randn(16, 2)}, "student", 0)["consistency"]
+
+    class DenoiserNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x, t, labels=None):
+            return self.lin(torch.cat([x, t.view(-1, 1)], 1))
+
+    reference = Denoiser(DenoiserNet())
+    cd = loss(ConsistencyDistillation)
+    torch.testing.assert_close(loss(MultistepConsistencyDistillation, segments=1), cd)
+    assert not torch.allclose(loss(MultistepConsistencyDistillation, segments=4), cd)
+
+
+def test_segment_options_are_checked_and_tscd_phases_shrink():
+    with pytest.raises(ValueError, match=r"intervals \(32\) must be a multiple of segments \(3\)"):
+        MultistepConsistencyDistillation.Config(segments=3)
+    with pytest.raises(ValueError, match="must not increase"):
+        SegmentedConsistencyDistillation.Config(segments=[2, 4])
+    with pytest.raises(ValueError, match=r"must divide intervals \(32\); got \[3\]"):
+        SegmentedConsistencyDistillation.Config(segments=[4, 3])
+    teacher, student = Denoiser(LinearVelocity(0.0, 0.0)), Denoiser(nn.Linear(2, 2))
+    tscd = SegmentedConsistencyDistillation(SegmentedConsistencyDistillation.Config(), student, teacher,
+                                            total_steps=8)
+    assert [tscd.segments(step) for step in range(8)] == [8, 8, 4, 4, 2, 2, 1, 1]
+    assert tscd.student_steps() == [1]
+    mcd = MultistepConsistencyDistillation(MultistepConsistencyDistillation.Config(segments=4), student, teacher)
+    assert mcd.student_steps() == [1, 2, 4] and mcd.student_sampler() == "ddim"
+    eight = MultistepConsistencyDistillation.Config(segments=8)
+    assert MultistepConsistencyDistillation(eight, student, teacher).student_steps() == [1, 2, 4, 8]

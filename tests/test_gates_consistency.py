@@ -1,6 +1,14 @@
-"""Gates for consistency distillation (`cd`, issue 4) on toy 2D data, with the shipped recipes:
-the 1-step student is at least 3x better (SWD) than the teacher at 1 step and within 1.5x of
-the teacher at 64 steps; on 8gaussians every mode keeps at least 5% of the samples."""
+"""Gates for consistency distillation (issue 4) on toy 2D data, with the shipped recipes:
+
+- `cd`: the 1-step student is at least 3x better (SWD) than the teacher at 1 step and within
+  1.5x of the teacher at 64 steps; on 8gaussians every mode keeps at least 5% of the samples.
+- `mcd` (2 segments): the same at its headline 2 steps against teacher-2, and the one model
+  gets better from 1 to 2 steps.
+
+`tscd` is not gated: at the recipes' budget its 1-step student (8gaussians 0.126,
+checkerboard 0.0668) stays behind plain `cd` and misses the 1.5x-of-teacher-64 bound on
+checkerboard (docs/methods.md).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +24,21 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("cd-gate-runs"))
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_consistency_distilled_one_step_student(dataset, root):
-    rows = distilled("cd", dataset, root)["rows"]
-    student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
-    assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
+def check_student(rows: dict, steps: int, dataset: str) -> None:
+    student, teacher, teacher64 = rows["student", steps], rows["teacher", steps], rows["teacher", 64]
+    assert student["swd"] <= teacher["swd"] / 3, (student["swd"], teacher["swd"])
     assert student["swd"] <= 1.5 * teacher64["swd"], (student["swd"], teacher64["swd"])
     if dataset == "8gaussians":
-        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
+        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_consistency_distilled_one_step_student(dataset, root):
+    check_student(distilled("cd", dataset, root)["rows"], 1, dataset)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_multistep_consistency_two_step_student(dataset, root):
+    rows = distilled("mcd", dataset, root)["rows"]
+    check_student(rows, 2, dataset)
+    assert rows["student", 2]["swd"] < rows["student", 1]["swd"]

@@ -30,7 +30,8 @@ SHORT = {
 def distilled(method: str, root: str) -> dict:
     """Run the shipped digits recipe once per session; eval.json rows keyed by (model, nfe)."""
     cfg = load_config(DIGITS / f"{method}-digits.yaml",
-                      ["train.progress=false", "eval.nfe=[1,4,50]", SHORT_TEACHER, *SHORT[method]])
+                      ["train.progress=false", "eval.nfe=[1,4,50]", "eval.timing_repeats=0", SHORT_TEACHER,
+                       *SHORT[method]])
     result = run(cfg, Path(root) / method)
     data = json.loads((result.run_dir / "eval.json").read_text())
     return {"cfg": cfg, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]}, "eval": data}

@@ -25,7 +25,7 @@ DATASETS = ["8gaussians", "checkerboard"]
 def distilled(method: str, dataset: str, root: str) -> dict:
     """Run the shipped recipe once per session; eval.json rows keyed by (model, nfe)."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
-                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=1"])
+                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0"])
     result = run(cfg, Path(root) / f"{method}-{dataset}")
     data = json.loads((result.run_dir / "eval.json").read_text())
     return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]}}

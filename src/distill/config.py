@@ -62,7 +62,7 @@ class EvalConfig(Section):
         "euler", description="the teacher's sampler (students use their method's own)")
     guidance: float = Field(1.0, ge=0, description="the teacher's CFG scale (1: none)")
     eta: float = Field(0.0, ge=0, le=1, description="DDIM stochasticity for the teacher (0: ODE)")
-    timing_repeats: int = Field(3, ge=1)
+    timing_repeats: int = Field(3, ge=0, description="best-of-N timing of each sampler; 0: do not time (quick evaluations)")
     timing_samples: int = Field(10000, gt=0, description="samples per timed batch")
     plot_points: int = Field(2000, gt=0, description="samples kept for plots (points or images)")
 

@@ -54,10 +54,10 @@ def run_demo(out: Path, dataset: str, console: Console) -> list[dict]:
                   "", "", "", style="dim")
     for row in teacher_rows:
         table.add_row("teacher", str(row["nfe"]), format_metric(row["swd"]),
-                      format_metric(row["mmd"]), format_ms(row["ms_per_sample"]), "", "")
+                      format_metric(row["mmd"]), format_ms(row.get("ms_per_sample")), "", "")
     for row in summary:
         table.add_row(row["method"], str(row["nfe"]), format_metric(row["swd"]),
-                      format_metric(row["mmd"]), format_ms(row["ms_per_sample"]),
+                      format_metric(row["mmd"]), format_ms(row.get("ms_per_sample")),
                       str(row["match_nfe"] or "—"),
                       format_speedup(row["speedup"], row["speedup_lower_bound"]), style="bold green")
     console.print(table)

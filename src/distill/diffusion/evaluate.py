@@ -155,8 +155,9 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
             if gen.guidance != 1.0:
                 row["guidance"] = gen.guidance
             row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
-            row["ms_per_sample"] = time_sampler(gen, noise[:timing], None if labels is None
-                                                else labels[:timing], steps, cfg.timing_repeats)
+            if cfg.timing_repeats:
+                row["ms_per_sample"] = time_sampler(gen, noise[:timing], None if labels is None
+                                                    else labels[:timing], steps, cfg.timing_repeats)
             rows.append(row)
             samples[f"{label}/nfe={nfe}"] = x[: cfg.plot_points].clone()
     return rows, samples

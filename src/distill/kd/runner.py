@@ -104,7 +104,8 @@ def classifier_rows(models: dict[str, nn.Module], data: ArrayData, repeats: int 
         if name != "teacher" and "teacher" in logits:
             row["agreement"] = agreement(logits[name], logits["teacher"])
             row["kl_to_teacher"] = kl_to_teacher(logits[name], logits["teacher"])
-        row["ms_per_sample"] = ms_per_sample(model, x, repeats)
+        if repeats:
+            row["ms_per_sample"] = ms_per_sample(model, x, repeats)
         rows.append(row)
     return rows
 

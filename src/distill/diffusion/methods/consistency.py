@@ -1,17 +1,19 @@
-"""`cd`: consistency distillation, a student that maps any point of a teacher ODE trajectory to
-the trajectory's end in one evaluation."""
+"""Consistency distillation: a student that maps any point of a teacher ODE trajectory to the
+trajectory's end (`cd`), or to the start of its segment of the time axis (`mcd`, `tscd`)."""
 
 from __future__ import annotations
 
 import copy
+from itertools import pairwise
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.ode_pairs import regression_loss
+from distill.diffusion.schedules import expand_time
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
@@ -27,6 +29,8 @@ class ConsistencyConfig(MethodConfig):
     loss: Literal["l2", "pseudo-huber"] = "l2"
     huber_c: float = Field(0.03, gt=0, description="c of the pseudo-Huber loss")
     guidance: float = Field(1.0, ge=0, description="CFG scale of the teacher step (1: none)")
+    stochastic: float = Field(0.0, ge=0, le=1, description=(
+        "eta of a stochastic (SDE) teacher step instead of the ODE step, as in SCott; 0: ODE"))
     student_steps: int = Field(1, gt=0, description="multistep-sampler steps the student is evaluated at")
 
 
@@ -42,6 +46,35 @@ def ode_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, solver: str,
     v_next = teacher.velocity(x_euler, s.clamp(min=1e-4), labels, guidance)
     x_heun = x_t + dt * 0.5 * (v + v_next)
     return torch.where((s > 0).view_as(dt), x_heun, x_euler)
+
+
+def sde_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, eta: float,
+             labels: Tensor | None, guidance: float) -> Tensor:
+    """One stochastic DDIM step (Song et al. 2021, Eq. 12/16) from t to s with noise level eta:
+    alpha_s x0^ + sqrt(sigma_s² - c²) eps^ + c z, c = eta sigma_s sqrt(1 - SNR_t / SNR_s)."""
+    sched = teacher.schedule
+    x0 = teacher.x0(x_t, t, labels, guidance)
+    _, eps = sched.to_x0_eps(x_t, t, x0, "x0")
+    sigma_s = expand_time(sched.sigma(s), x_t)
+    ratio = expand_time(torch.exp(sched.log_snr(t) - sched.log_snr(s.clamp(min=1e-4))), x_t)
+    c = eta * sigma_s * (1 - ratio).clamp(min=0).sqrt()
+    return (expand_time(sched.alpha(s), x_t) * x0 + (sigma_s**2 - c**2).clamp(min=0).sqrt() * eps
+            + c * torch.randn_like(x_t))
+
+
+def jump(denoiser: Denoiser, x_t: Tensor, t: Tensor, to: Tensor, labels: Tensor | None) -> Tensor:
+    """The deterministic DDIM jump from t to `to` (both (B,), t > 0) with the denoiser's x0
+    prediction: alpha(to) x0^ + sigma(to) eps^; at to = 0 it is x0^ itself."""
+    x0 = denoiser.x0(x_t, t, labels)
+    _, eps = denoiser.schedule.to_x0_eps(x_t, t, x0, "x0")
+    return denoiser.schedule.add_noise(x0, eps, to)
+
+
+def segment_start(n: Tensor, intervals: int, segments: int) -> Tensor:
+    """Index (on the grid n / intervals) of the start of the segment holding t_n, for the time
+    axis cut into `segments` equal parts, each a half-open interval (start, end]."""
+    width = intervals // segments
+    return (n - 1) // width * width
 
 
 @METHODS.register("cd", summary="consistency distillation: the student maps any point of a teacher ODE path to its end",
@@ -60,9 +93,11 @@ class ConsistencyDistillation(Method):
     Implemented: the discretised CD loss with Euler or Heun teacher steps, EMA target with
     decay mu (0 gives iCT's stop-gradient target), L2 or pseudo-Huber (Song & Dhariwal
     2023) distance, CFG scale for class-conditional teachers, student initialised from the
-    teacher (`student.init: teacher`, as in the paper). Not implemented: LPIPS (no
-    perceptual network ships offline), the stochastic SDE step of SCott (option
-    `stochastic` of the issue), iCT's N curriculum and log-normal n sampling.
+    teacher (`student.init: teacher`, as in the paper), and `stochastic: eta`, SCott's
+    (Liu et al. 2024) SDE teacher step in place of the ODE step, here a stochastic DDIM step
+    with noise level eta. Not implemented: LPIPS (no perceptual network ships offline),
+    SCott's multi-step SDE solver and its adversarial term, iCT's N curriculum and
+    log-normal n sampling.
     """
 
     Config = ConsistencyConfig
@@ -77,17 +112,27 @@ class ConsistencyDistillation(Method):
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("student", self.student.parameters())]
 
+    def segments(self, step: int) -> int:
+        """Segments of the time axis at training step `step` (1: plain consistency)."""
+        return 1
+
     def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
-        cfg, x0 = self.cfg, batch["x"]
+        cfg, x0, big_n = self.cfg, batch["x"], self.cfg.intervals
         labels = batch.get("y") if self.student.conditional else None
-        n = torch.randint(1, cfg.intervals + 1, (len(x0),), device=x0.device)
-        t, s = n.float() / cfg.intervals, (n - 1).float() / cfg.intervals
+        n = torch.randint(1, big_n + 1, (len(x0),), device=x0.device)
+        start = segment_start(n, big_n, self.segments(step))
+        t, s, b = n.float() / big_n, (n - 1).float() / big_n, start.float() / big_n
         x_t = self.student.schedule.add_noise(x0, torch.randn_like(x0), t)
         with torch.no_grad():
-            x_s = ode_step(self.teacher, x_t, t, s, cfg.solver, labels, cfg.guidance)
-            at_data = (s == 0).view(-1, *([1] * (x0.ndim - 1)))
-            target = torch.where(at_data, x_s, self.target.x0(x_s, s, labels))
-        pred = self.student.x0(x_t, t, labels)
+            if cfg.stochastic > 0:
+                x_s = sde_step(self.teacher, x_t, t, s, cfg.stochastic, labels, cfg.guidance)
+            else:
+                x_s = ode_step(self.teacher, x_t, t, s, cfg.solver, labels, cfg.guidance)
+            at_start = (n - 1 == start).view(-1, *([1] * (x0.ndim - 1)))
+            # at the segment's start the consistency function is the identity (the boundary
+            # condition); the clamp only keeps the discarded branch finite where s = 0
+            target = torch.where(at_start, x_s, jump(self.target, x_s, s.clamp(min=1 / big_n), b, labels))
+        pred = jump(self.student, x_t, t, b, labels)
         return {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
 
     @torch.no_grad()
@@ -100,3 +145,84 @@ class ConsistencyDistillation(Method):
 
     def student_sampler(self) -> str:
         return "multistep"
+
+
+class MultistepConsistencyConfig(ConsistencyConfig):
+    name: Literal["mcd"] = "mcd"  # type: ignore[assignment]
+    segments: int = Field(4, ge=1, description="K: the time axis cut into K segments; K sampler steps")
+
+    @model_validator(mode="after")
+    def _segments_divide_intervals(self) -> MultistepConsistencyConfig:
+        if self.intervals % self.segments:
+            raise ValueError(f"intervals ({self.intervals}) must be a multiple of segments ({self.segments})")
+        return self
+
+
+@METHODS.register("mcd", summary="multistep consistency distillation: consistency inside each of K time segments",
+                  paper="Multistep Consistency Models (Heek et al., 2024)")
+class MultistepConsistencyDistillation(ConsistencyDistillation):
+    """Heek et al. 2024: the time axis is cut into K segments; inside a segment (b_{k-1}, b_k]
+    the student is trained for consistency to the segment's start: its DDIM jump from x_{t_n}
+    to b_{k-1} must match the EMA target's jump from the teacher's x^_{t_{n-1}} (the identity
+    when t_{n-1} = b_{k-1}). K = 1 is `cd`. Sampling is K deterministic DDIM steps between the
+    segment boundaries (the `ddim` sampler on the uniform K-step grid); one model serves other
+    step counts too and is evaluated at 1, 2, 4 and K steps (a DDIM step then spans several
+    segments, or part of one).
+
+    Implemented: segment-wise consistency with the CD loss (teacher ODE step, EMA target, L2
+    or pseudo-Huber) and the DDIM multistep sampler. Not implemented: the paper's adjusted
+    DDIM (aDDIM) variance correction and its consistency *training* variant (no teacher)."""
+
+    Config = MultistepConsistencyConfig
+    cfg: MultistepConsistencyConfig
+
+    def segments(self, step: int) -> int:
+        return self.cfg.segments
+
+    def student_steps(self) -> list[int]:
+        return sorted({1, 2, 4, self.cfg.segments})
+
+    def student_sampler(self) -> str:
+        return "ddim"
+
+
+class SegmentedConsistencyConfig(ConsistencyConfig):
+    name: Literal["tscd"] = "tscd"  # type: ignore[assignment]
+    segments: list[int] = Field(default_factory=lambda: [8, 4, 2, 1], min_length=1, description=(
+        "segments per training phase (train.steps split evenly); the last is the exported step count"))
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SegmentedConsistencyConfig:
+        bad = [k for k in self.segments if k < 1 or self.intervals % k]
+        if bad:
+            raise ValueError(f"every entry of segments must divide intervals ({self.intervals}); got {bad}")
+        if any(a < b for a, b in pairwise(self.segments)):
+            raise ValueError(f"segments {self.segments} must not increase: each phase merges segments")
+        return self
+
+
+@METHODS.register("tscd", summary="trajectory-segmented consistency distillation with a progressive schedule of segments (8, 4, 2, 1)",
+                  paper="Hyper-SD: Trajectory Segmented Consistency Model for Efficient Image Synthesis (Ren et al., 2024)")
+class SegmentedConsistencyDistillation(MultistepConsistencyDistillation):
+    """Hyper-SD's TSCD (Sec. 3.1): segment-wise consistency distillation (as `mcd`) with the
+    number of segments reduced phase by phase, e.g. 8 -> 4 -> 2 -> 1, train.steps split evenly;
+    the student carries over between phases, so later phases merge segments that are already
+    consistent. The student is exported and evaluated at the last phase's segment count.
+
+    Implemented: the progressive segment schedule over the CD loss with the original
+    teacher's ODE step in every phase. Not implemented: Hyper-SD's human-feedback learning,
+    score-distillation stage and LoRA merging."""
+
+    Config = SegmentedConsistencyConfig
+    cfg: SegmentedConsistencyConfig
+
+    def __init__(self, cfg: SegmentedConsistencyConfig, student: Denoiser, teacher: Denoiser,
+                 total_steps: int = 1, **_: object) -> None:
+        super().__init__(cfg, student, teacher)
+        self.steps_per_phase = max(1, total_steps // len(cfg.segments))
+
+    def segments(self, step: int) -> int:
+        return self.cfg.segments[min(step // self.steps_per_phase, len(self.cfg.segments) - 1)]
+
+    def student_steps(self) -> list[int]:
+        return [self.cfg.segments[-1]]
