@@ -16,7 +16,9 @@ from distill.diffusion.methods.consistency import (
     ConsistencyDistillation,
     MultistepConsistencyDistillation,
     SegmentedConsistencyDistillation,
+    jump,
     ode_step,
+    sde_step,
     segment_start,
 )
 from distill.runner import run
@@ -129,3 +131,14 @@ def test_segment_options_are_checked_and_tscd_phases_shrink():
     assert mcd.student_steps() == [1, 2, 4] and mcd.student_sampler() == "ddim"
     eight = MultistepConsistencyDistillation.Config(segments=8)
     assert MultistepConsistencyDistillation(eight, student, teacher).student_steps() == [1, 2, 4, 8]
+
+
+def test_stochastic_teacher_step_is_ddim_with_fresh_noise():
+    teacher = Denoiser(LinearVelocity(0.5, 1.0))
+    x, t, s = torch.randn(4096, 2), torch.full((4096,), 0.75), torch.full((4096,), 0.5)
+    deterministic = jump(teacher, x, t, s, None)
+    torch.testing.assert_close(sde_step(teacher, x, t, s, 0.0, None, 1.0), deterministic)
+    noisy = sde_step(teacher, x, t, s, 1.0, None, 1.0)
+    # flow schedule: SNR = ((1 - t) / t)², so the fresh noise has c = 0.5 sqrt(8 / 9) = 0.47
+    spread = (noisy - deterministic).std().item()
+    assert 0.2 < spread < 0.6
