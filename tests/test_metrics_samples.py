@@ -9,7 +9,14 @@ import torch
 
 from distill.data.toy2d import EIGHT_GAUSSIANS_STD, eight_gaussians_modes, sample_8gaussians
 from distill.metrics import samples
-from distill.metrics.samples import energy_distance, mmd_rbf, mode_coverage, sliced_wasserstein
+from distill.metrics.samples import (
+    energy_distance,
+    energy_self_term,
+    mmd_rbf,
+    mmd_self_term,
+    mode_coverage,
+    sliced_wasserstein,
+)
 
 
 def _gaussians(n: int, dim: int, shift: list[float], seed: int) -> tuple[torch.Tensor, ...]:
@@ -115,3 +122,10 @@ def test_mode_coverage_full_and_partial() -> None:
 
     far = mode_coverage(torch.full((10, 2), 10.0), modes, EIGHT_GAUSSIANS_STD)
     assert far == {"mode_coverage": 0.0, "in_mode_fraction": 0.0, "min_mode_fraction": 0.0}
+
+
+def test_precomputed_reference_terms_give_the_same_distances():
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(300, 2, generator=gen), torch.randn(400, 2, generator=gen) + 0.3
+    assert mmd_rbf(a, b, b_self=mmd_self_term(b)) == mmd_rbf(a, b)
+    assert energy_distance(a, b, b_self=energy_self_term(b)) == energy_distance(a, b)

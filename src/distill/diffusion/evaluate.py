@@ -18,7 +18,14 @@ from distill.config import EvalConfig
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.samplers import fixed_noise, nfe_of, sample
-from distill.metrics.samples import energy_distance, mmd_rbf, mode_coverage, sliced_wasserstein
+from distill.metrics.samples import (
+    energy_distance,
+    energy_self_term,
+    mmd_rbf,
+    mmd_self_term,
+    mode_coverage,
+    sliced_wasserstein,
+)
 from distill.timing import best_seconds
 
 POINT_METRICS = ("swd", "mmd", "energy")
@@ -46,12 +53,19 @@ class PointScorer:
         self.data, self.cfg, self.n_pairwise = data, cfg, n_pairwise
         self.reference = data.test[: cfg.n_samples]
         self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else [])
+        self._self_terms: tuple[float, float] | None = None
 
     def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
         ref = (self.reference if reference is None else reference).flatten(1)
         x, n = x.flatten(1), self.n_pairwise
-        values = {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x[:n], ref[:n]),
-                  "energy": energy_distance(x[:n], ref[:n])}
+        if reference is None:  # the reference's within-set terms are the same for every model
+            if self._self_terms is None:
+                self._self_terms = (mmd_self_term(ref[:n]), energy_self_term(ref[:n]))
+            mmd_self, energy_self = self._self_terms
+        else:
+            mmd_self = energy_self = None
+        values = {"swd": sliced_wasserstein(x, ref), "mmd": mmd_rbf(x[:n], ref[:n], b_self=mmd_self),
+                  "energy": energy_distance(x[:n], ref[:n], b_self=energy_self)}
         if self.data.modes is not None and self.data.mode_std is not None:
             values.update(mode_coverage(x, self.data.modes, self.data.mode_std))
         return values

@@ -87,18 +87,11 @@ def sliced_wasserstein(
     return math.sqrt(total / n_projections)
 
 
-def mmd_rbf(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    bandwidths: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
-) -> float:
-    """Unbiased (U-statistic) squared maximum mean discrepancy, Gretton et al. 2012, eq. 3.
+BANDWIDTHS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
-    Kernel: the SUM over bandwidths h of k_h(x, y) = exp(-|x - y|^2 / (2 h^2)).
-    MMD^2 = mean_{i!=j} k(a_i, a_j) + mean_{i!=j} k(b_i, b_j) - 2 mean_{i,j} k(a_i, b_j);
-    it can be slightly negative when the sets come from the same distribution. a: (N, D), b: (M, D).
-    """
-    a, b = _as_pair(a, b)
+
+def _rbf_sum(bandwidths: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """k(sq) = sum over h of exp(-sq / (2 h^2)), applied to squared distances."""
     scales = [-1.0 / (2.0 * h * h) for h in bandwidths]
 
     def kernel(sq: torch.Tensor) -> torch.Tensor:
@@ -107,24 +100,52 @@ def mmd_rbf(
             out += (sq * scale).exp_()
         return out
 
-    return (
-        _pair_mean(a, a, kernel, same=True)
-        + _pair_mean(b, b, kernel, same=True)
-        - 2.0 * _pair_mean(a, b, kernel, same=False)
-    )
+    return kernel
 
 
-def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely & Rizzo 2013), Euclidean norms.
+def mmd_self_term(b: torch.Tensor, bandwidths: Sequence[float] = BANDWIDTHS) -> float:
+    """mean_{i!=j} k(b_i, b_j): the reference set's part of `mmd_rbf`, to compute once when
+    many sample sets are compared with one reference. b: (M, D)."""
+    b = b.detach().to(torch.float64)
+    return _pair_mean(b, b, _rbf_sum(bandwidths), same=True)
 
-    The within-set terms are U-statistics (i != j). a: (N, D), b: (M, D).
+
+def mmd_rbf(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bandwidths: Sequence[float] = BANDWIDTHS,
+    b_self: float | None = None,
+) -> float:
+    """Unbiased (U-statistic) squared maximum mean discrepancy, Gretton et al. 2012, eq. 3.
+
+    Kernel: the SUM over bandwidths h of k_h(x, y) = exp(-|x - y|^2 / (2 h^2)).
+    MMD^2 = mean_{i!=j} k(a_i, a_j) + mean_{i!=j} k(b_i, b_j) - 2 mean_{i,j} k(a_i, b_j);
+    it can be slightly negative when the sets come from the same distribution. a: (N, D), b: (M, D).
+    `b_self`: the second term precomputed by `mmd_self_term(b)`.
     """
     a, b = _as_pair(a, b)
-    return (
-        2.0 * _pair_mean(a, b, torch.sqrt_, same=False)
-        - _pair_mean(a, a, torch.sqrt_, same=True)
-        - _pair_mean(b, b, torch.sqrt_, same=True)
-    )
+    kernel = _rbf_sum(bandwidths)
+    if b_self is None:
+        b_self = _pair_mean(b, b, kernel, same=True)
+    return _pair_mean(a, a, kernel, same=True) + b_self - 2.0 * _pair_mean(a, b, kernel, same=False)
+
+
+def energy_self_term(b: torch.Tensor) -> float:
+    """E|Y - Y'| over i != j: the reference set's part of `energy_distance`. b: (M, D)."""
+    b = b.detach().to(torch.float64)
+    return _pair_mean(b, b, torch.sqrt_, same=True)
+
+
+def energy_distance(a: torch.Tensor, b: torch.Tensor, b_self: float | None = None) -> float:
+    """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely & Rizzo 2013), Euclidean norms.
+
+    The within-set terms are U-statistics (i != j). a: (N, D), b: (M, D); `b_self`: the last
+    term precomputed by `energy_self_term(b)`.
+    """
+    a, b = _as_pair(a, b)
+    if b_self is None:
+        b_self = _pair_mean(b, b, torch.sqrt_, same=True)
+    return 2.0 * _pair_mean(a, b, torch.sqrt_, same=False) - _pair_mean(a, a, torch.sqrt_, same=True) - b_self
 
 
 def mode_coverage(
