@@ -1,4 +1,5 @@
-"""Gates for consistency distillation (issue 4) on toy 2D data, with the shipped recipes:
+"""Gates for consistency distillation (issue 4) on toy 2D data, with the shipped recipes
+shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
 
 - `cd`: the 1-step student is at least 3x better (SWD) than the teacher at 1 step and within
   1.5x of the teacher at 64 steps; on 8gaussians every mode keeps at least 5% of the samples.
