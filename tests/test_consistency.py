@@ -16,11 +16,10 @@ from distill.diffusion.methods.consistency import (
     ConsistencyDistillation,
     MultistepConsistencyDistillation,
     SegmentedConsistencyDistillation,
-    jump,
     ode_step,
-    sde_step,
     segment_start,
 )
+from distill.diffusion.samplers import ddim_step
 from distill.runner import run
 
 
@@ -136,14 +135,14 @@ def test_segment_options_are_checked_and_tscd_phases_shrink():
 def test_stochastic_teacher_step_is_ddim_with_fresh_noise():
     teacher = Denoiser(LinearVelocity(0.5, 1.0))
     x, t, s = torch.randn(64, 2), torch.full((64,), 0.75), torch.full((64,), 0.5)
-    torch.testing.assert_close(sde_step(teacher, x, t, s, 0.0, None, 1.0), jump(teacher, x, t, s, None))
+    x0 = teacher.x0(x, t)
+    eps = (x - 0.25 * x0) / 0.75
+    torch.testing.assert_close(ddim_step(teacher, x, t, s), 0.5 * x0 + 0.5 * eps)
     # flow schedule (alpha = 1 - t, sigma = t, SNR = ((1 - t) / t)²): at t = 0.75 -> s = 0.5,
     # c = eta sigma_s sqrt(1 - SNR_t / SNR_s) = 0.5 sqrt(8 / 9)
     torch.manual_seed(0)
-    noisy = sde_step(teacher, x, t, s, 1.0, None, 1.0)
+    noisy = ddim_step(teacher, x, t, s, eta=1.0)
     torch.manual_seed(0)
     z = torch.randn_like(x)
-    x0 = teacher.x0(x, t)
-    eps = (x - 0.25 * x0) / 0.75
     c = 0.5 * (8 / 9) ** 0.5
     torch.testing.assert_close(noisy, 0.5 * x0 + (0.25 - c * c) ** 0.5 * eps + c * z)

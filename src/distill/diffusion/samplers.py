@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.schedules import Schedule
+from distill.diffusion.schedules import Schedule, expand_time
 
 SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep")
 
@@ -169,6 +169,24 @@ def multistep(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator
             z = torch.randn(x.shape, generator=generator).to(x)
             x = _scalar(s.alpha, t_next) * x0 + _scalar(s.sigma, t_next) * z
     return x0
+
+
+def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels: Tensor | None = None,
+              guidance: float = 1.0, eta: float = 0.0) -> Tensor:
+    """One DDIM step (Song et al. 2021, Eq. 12 and 16) from t to t_next, both (B,) with t > 0:
+    alpha_n x0^ + sqrt(sigma_n² - c²) eps^ + c z, c = eta sigma_n sqrt(1 - SNR_t / SNR_n), from
+    the denoiser's x0 prediction; eta = 0 is the deterministic step, which lands on x0^ at
+    t_next = 0. Training-time companion of the `ddim` sampler (per-row times, global RNG)."""
+    schedule = denoiser.schedule
+    x0 = denoiser.x0(x_t, t, labels, guidance)
+    _, eps = schedule.to_x0_eps(x_t, t, x0, "x0")
+    if eta == 0:
+        return schedule.add_noise(x0, eps, t_next)
+    sigma_n = expand_time(schedule.sigma(t_next), x_t)
+    snr_ratio = torch.exp(schedule.log_snr(t) - schedule.log_snr(t_next.clamp(min=1e-4)))
+    c = eta * sigma_n * (1 - expand_time(snr_ratio, x_t)).clamp(min=0).sqrt()
+    return (expand_time(schedule.alpha(t_next), x_t) * x0 + (sigma_n**2 - c**2).clamp(min=0).sqrt() * eps
+            + c * torch.randn_like(x_t))
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {

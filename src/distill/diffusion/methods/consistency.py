@@ -13,7 +13,7 @@ from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.ode_pairs import regression_loss
-from distill.diffusion.schedules import expand_time
+from distill.diffusion.samplers import ddim_step
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
@@ -46,28 +46,6 @@ def ode_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, solver: str,
     v_next = teacher.velocity(x_euler, s.clamp(min=1e-4), labels, guidance)
     x_heun = x_t + dt * 0.5 * (v + v_next)
     return torch.where((s > 0).view_as(dt), x_heun, x_euler)
-
-
-def sde_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, eta: float,
-             labels: Tensor | None, guidance: float) -> Tensor:
-    """One stochastic DDIM step (Song et al. 2021, Eq. 12/16) from t to s with noise level eta:
-    alpha_s x0^ + sqrt(sigma_s² - c²) eps^ + c z, c = eta sigma_s sqrt(1 - SNR_t / SNR_s)."""
-    sched = teacher.schedule
-    x0 = teacher.x0(x_t, t, labels, guidance)
-    _, eps = sched.to_x0_eps(x_t, t, x0, "x0")
-    sigma_s = expand_time(sched.sigma(s), x_t)
-    ratio = expand_time(torch.exp(sched.log_snr(t) - sched.log_snr(s.clamp(min=1e-4))), x_t)
-    c = eta * sigma_s * (1 - ratio).clamp(min=0).sqrt()
-    return (expand_time(sched.alpha(s), x_t) * x0 + (sigma_s**2 - c**2).clamp(min=0).sqrt() * eps
-            + c * torch.randn_like(x_t))
-
-
-def jump(denoiser: Denoiser, x_t: Tensor, t: Tensor, to: Tensor, labels: Tensor | None) -> Tensor:
-    """The deterministic DDIM jump from t to `to` (both (B,), t > 0) with the denoiser's x0
-    prediction: alpha(to) x0^ + sigma(to) eps^; at to = 0 it is x0^ itself."""
-    x0 = denoiser.x0(x_t, t, labels)
-    _, eps = denoiser.schedule.to_x0_eps(x_t, t, x0, "x0")
-    return denoiser.schedule.add_noise(x0, eps, to)
 
 
 def segment_start(n: Tensor, intervals: int, segments: int) -> Tensor:
@@ -124,15 +102,15 @@ class ConsistencyDistillation(Method):
         t, s, b = n.float() / big_n, (n - 1).float() / big_n, start.float() / big_n
         x_t = self.student.schedule.add_noise(x0, torch.randn_like(x0), t)
         with torch.no_grad():
-            if cfg.stochastic > 0:
-                x_s = sde_step(self.teacher, x_t, t, s, cfg.stochastic, labels, cfg.guidance)
+            if cfg.stochastic > 0:  # SCott: a stochastic (SDE) step instead of the ODE step
+                x_s = ddim_step(self.teacher, x_t, t, s, labels, cfg.guidance, eta=cfg.stochastic)
             else:
                 x_s = ode_step(self.teacher, x_t, t, s, cfg.solver, labels, cfg.guidance)
             at_start = (n - 1 == start).view(-1, *([1] * (x0.ndim - 1)))
             # at the segment's start the consistency function is the identity (the boundary
             # condition); the clamp only keeps the discarded branch finite where s = 0
-            target = torch.where(at_start, x_s, jump(self.target, x_s, s.clamp(min=1 / big_n), b, labels))
-        pred = jump(self.student, x_t, t, b, labels)
+            target = torch.where(at_start, x_s, ddim_step(self.target, x_s, s.clamp(min=1 / big_n), b, labels))
+        pred = ddim_step(self.student, x_t, t, b, labels)
         return {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
 
     @torch.no_grad()

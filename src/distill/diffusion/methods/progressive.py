@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.samplers import ddim_step
 from distill.diffusion.schedules import expand_time
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
@@ -139,10 +140,3 @@ class Progressive(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.round = int(state.get("round", 0))  # round_teacher's weights come with the model
 
-
-def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels: Tensor | None,
-              guidance: float) -> Tensor:
-    """One deterministic DDIM step (Song et al. 2021, Eq. 12 with eta = 0) from t to t_next."""
-    x0 = denoiser.x0(x_t, t, labels, guidance)
-    _, eps = denoiser.schedule.to_x0_eps(x_t, t, x0, "x0")
-    return denoiser.schedule.add_noise(x0, eps, t_next)
