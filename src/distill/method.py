@@ -108,6 +108,11 @@ class Method(nn.Module):
         means the dataset's training split ({"x": samples, "y": labels when labelled})."""
         return None
 
+    def prepare_batch(self, batch: Batch, micro_batches: int) -> Batch:
+        """Called on this process's whole batch before it is split into `micro_batches`
+        accumulation micro-batches (e.g. to normalise a loss over the whole batch)."""
+        return batch
+
     def before_step(self, step: int) -> None:
         """Called at the start of every trainer step (e.g. to start a new round)."""
 

@@ -30,6 +30,7 @@ from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.kd.export import is_classifier_export
 from distill.kd.runner import build_classify, evaluate_classifier_run, export_classify
+from distill.lm.runner import build_lm, evaluate_lm_run, export_lm, is_lm_export
 from distill.models.base import ModelConfig
 from distill.registry import METHODS
 from distill.train.batches import batch_size_of
@@ -146,8 +147,12 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     check_run_dir(cfg, run_dir, force)
     accelerator = make_accelerator(cfg.train)
     set_seed(cfg.train.seed, device_specific=True)
-    classify = METHODS.get(cfg.method.name).family == "classify"
-    data, _, _, method = build_classify(cfg) if classify else build(cfg)
+    family = METHODS.get(cfg.method.name).family
+    classify = family == "classify"
+    if family == "lm":
+        data, _, teacher_meta, method = build_lm(cfg, run_dir)
+    else:
+        data, _, teacher_meta, method = build_classify(cfg) if classify else build(cfg)
     rows = method.train_data()
     source = f"training rows of data {cfg.data.name!r}" if rows is None else \
         f"training rows method {cfg.method.name!r} made"
@@ -166,7 +171,11 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     else:
         accelerator.print(f"[distill] {run_dir} already trained to step {trainer.step}")
     result = RunResult(run_dir, [])
-    if accelerator.is_main_process and classify:
+    if accelerator.is_main_process and family == "lm":
+        export_lm(run_dir, trainer.student(), teacher_meta["tokenizer"], cfg)
+        if evaluate:
+            result.rows = evaluate_lm_run(run_dir, cfg)
+    elif accelerator.is_main_process and classify:
         export_classify(run_dir, trainer.student(), cfg, data)
         if evaluate:
             result.rows = evaluate_classifier_run(run_dir, cfg)
@@ -198,6 +207,8 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     cfg = load_run_config(run_dir)
     if is_classifier_export(run_dir / "student"):
         return evaluate_classifier_run(run_dir, cfg)
+    if is_lm_export(run_dir / "student"):
+        return evaluate_lm_run(run_dir, cfg)
     student, meta = load_denoiser(run_dir / "student")
     data = cfg.data.build()
     sampler, guidance = cfg.eval.sampler, cfg.eval.guidance

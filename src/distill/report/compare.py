@@ -139,6 +139,8 @@ def format_table(
     """
     if eval_data.get("family") == "classify":
         return classifier_table(eval_data)
+    if eval_data.get("family") == "lm":
+        return lm_table(eval_data)
     metric = eval_data.get("primary_metric") or "swd"
     metrics = list(eval_data.get("metrics") or [metric])
     if rows is None:
@@ -186,4 +188,17 @@ def classifier_table(eval_data: dict) -> list[list[str]]:
         str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
         _percent(r.get("accuracy")), _percent(r.get("agreement")), format_metric(r.get("ece")),
         format_metric(r.get("kl_to_teacher")), format_ms(r.get("ms_per_sample")),
+    ] for r in rows]
+
+
+def lm_table(eval_data: dict) -> list[list[str]]:
+    """LM distillation rows as strings: model, parameters, held-out perplexity, KL to the
+    teacher per token, top-1 agreement and forward tokens/s, the teacher first."""
+    header = ["model", "parameters", "perplexity", "KL to teacher", "top-1 agreement", "tokens / s"]
+    rows = sorted(eval_data.get("rows") or [], key=lambda r: r.get("model") != "teacher")
+    return [header] + [[
+        str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
+        format_metric(r.get("perplexity")), format_metric(r.get("kl_to_teacher")),
+        _percent(r.get("top1_agreement")),
+        _MISSING if not r.get("tokens_per_sec") else f"{r['tokens_per_sec']:.0f}",
     ] for r in rows]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -98,6 +98,33 @@ def write_rng(tmp: Path, rank: int) -> None:
     _write_json(tmp / f"rng-rank{rank}.json", rng_state())
 
 
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    """A state dict as safetensors; tensors that share memory (tied weights, e.g. an LM's
+    embedding and output layer) are stored once and their other names kept as aliases."""
+    unique: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, tuple[int, ...]], str] = {}
+    for key, value in tensors.items():
+        ident = (value.untyped_storage().data_ptr() + value.storage_offset() * value.element_size(),
+                 tuple(value.shape))
+        if ident in seen and value.numel():
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        unique[key] = value.detach().contiguous().cpu()
+    save_file(unique, path, metadata={"aliases": json.dumps(aliases)})
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """What `save_tensors` wrote, aliases restored (they share the tensor they name)."""
+    tensors = load_file(path)
+    with safe_open(path, "pt") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    for key, source in aliases.items():
+        tensors[key] = tensors[source]
+    return tensors
+
+
 def finalize(root: Path, step: int, *, model: dict[str, Tensor], ema: dict[str, Tensor] | None,
              optimizers: dict[str, Any], state: dict[str, Any], keep: int) -> Path:
     """Write the remaining files, the manifest, then rename the staging dir into place.
@@ -108,9 +135,9 @@ def finalize(root: Path, step: int, *, model: dict[str, Tensor], ema: dict[str, 
     tmp = root / f".tmp-{step_dir_name(step)}"
     final = root / step_dir_name(step)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.items()}, tmp / "model.safetensors")
+        save_tensors(model, tmp / "model.safetensors")
         if ema is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
+            save_tensors(ema, tmp / "ema.safetensors")
         torch.save(optimizers, tmp / "optimizers.pt")
         _write_json(tmp / "trainer_state.json", state)
         files = sorted(p.name for p in tmp.iterdir())
@@ -217,8 +244,8 @@ class LoadedCheckpoint:
 def load(path: Path, rank: int = 0) -> LoadedCheckpoint:
     """Read a verified checkpoint (call `verify` or `latest_valid` first)."""
     try:
-        model = load_file(path / "model.safetensors")
-        ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").exists() else None
+        model = load_tensors(path / "model.safetensors")
+        ema = load_tensors(path / "ema.safetensors") if (path / "ema.safetensors").exists() else None
         optimizers = torch.load(path / "optimizers.pt", weights_only=True)
         state = json.loads((path / "trainer_state.json").read_text())
         rng_file = path / f"rng-rank{rank}.json"

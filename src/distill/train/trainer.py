@@ -220,7 +220,8 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 self.method.before_step(self.step)
-                micro = split_batch(batch_to(self.stream.next(), acc.device), cfg.grad_accum)
+                batch = self.method.prepare_batch(batch_to(self.stream.next(), acc.device), cfg.grad_accum)
+                micro = split_batch(batch, cfg.grad_accum)
                 updated, logs = [], {}
                 for group in self.groups:
                     if group.is_due(self.step):

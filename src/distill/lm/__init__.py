@@ -1,0 +1,1 @@
+"""Language-model distillation: teacher loading, token targets, chunked vocabulary loss, methods."""

@@ -1,0 +1,174 @@
+"""Token-level language-model distillation: the cross-entropy baseline (`lm-ce`) and KD on a
+text dataset (`lm-kd`), both through the chunked vocabulary loss.
+
+Every loss is normalised per target token over the process's whole batch (all accumulation
+micro-batches together): `prepare_batch` stores accum / tokens-in-batch, so the trainer's
+division by the number of micro-batches leaves sum over tokens / tokens, and accumulating two
+micro-batches gives the gradient of the one big batch (tested), however the target tokens are
+spread between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from distill.data.text import TokenData
+from distill.lm.chunked import chunked_vocab_loss
+from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
+from distill.method import Method, MethodConfig, ParamGroup
+from distill.registry import METHODS
+from distill.train.batches import Batch
+
+
+class LMMethodConfig(MethodConfig):
+    chunk_size: int = Field(1024, gt=0, description="token rows per chunk of the vocabulary loss")
+
+
+def split_fused(total: Tensor, parts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Named losses whose sum is `total` (value and gradient) and whose values are the fused
+    pass's per-term totals: the gradient rides on the first term, the others are detached."""
+    names = list(parts)
+    out = {name: parts[name].detach() for name in names}
+    out[names[0]] = out[names[0]] + (total - total.detach())
+    return out
+
+
+class LMMethod(Method):
+    """Shared by LM methods: a transformers causal-LM student, a frozen teacher, and token
+    blocks {"input_ids", "target_mask", "row"} as training rows."""
+
+    family: ClassVar[str] = "lm"
+    Config: ClassVar[type[LMMethodConfig]] = LMMethodConfig
+
+    def __init__(self, cfg: LMMethodConfig, *, student: nn.Module, teacher: nn.Module | None,
+                 data: TokenData, seed: int, total_steps: int,
+                 cached_targets: SparseTargets | None = None) -> None:
+        super().__init__()
+        self.cfg, self.student, self.total_steps = cfg, student, total_steps
+        if teacher is not None:
+            self.teacher = teacher
+        self.cached_targets = cached_targets
+        self._rows = data.training_rows()
+
+    def train_data(self) -> Batch:
+        return self._rows
+
+    def param_groups(self) -> list[ParamGroup]:
+        return [ParamGroup("student", self.student.parameters())]
+
+    def prepare_batch(self, batch: Batch, micro_batches: int) -> Batch:
+        tokens = batch["target_mask"][:, 1:].sum().clamp(min=1)
+        scale = torch.full((len(batch["input_ids"]),), micro_batches, dtype=torch.float32,
+                           device=tokens.device) / tokens
+        return {**batch, "loss_scale": scale}
+
+    def positions(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """(flat indices of the target positions (N,), their labels (N,), their weights (N,))
+        over the (B, L-1) predicting positions of the batch."""
+        ids, mask = batch["input_ids"], batch["target_mask"][:, 1:]
+        weights = mask * batch["loss_scale"][:, None] if "loss_scale" in batch else mask
+        flat = weights.reshape(-1)
+        index = (flat != 0).nonzero().squeeze(-1)
+        return index, ids[:, 1:].reshape(-1)[index], flat[index]
+
+    @staticmethod
+    def hidden_states(model: nn.Module, ids: Tensor) -> Tensor:
+        """Final hidden states (B, L-1, D) at the positions that predict ids[:, 1:]."""
+        return model.base_model(input_ids=ids).last_hidden_state[:, :-1]
+
+    def fused_loss(self, batch: Batch, index: Tensor, weights: Tensor, row_loss: Any) -> dict[str, Tensor]:
+        """The chunked vocabulary loss of the student at the flat target positions `index`."""
+        hidden = self.hidden_states(self.student, batch["input_ids"])
+        hidden = hidden.reshape(-1, hidden.shape[-1])[index]
+        total, parts = chunked_vocab_loss(hidden, self.student.get_output_embeddings().weight,
+                                          row_loss, weights, chunk_size=self.cfg.chunk_size)
+        return split_fused(total, parts)
+
+
+@METHODS.register("lm-ce", summary="train the LM student on the text's next tokens only (the KD baseline)")
+class LMCrossEntropy(LMMethod):
+    """Next-token cross-entropy on the same tokens and steps: the baseline `lm-kd` must beat.
+    The teacher is loaded only for its tokenizer and the side-by-side evaluation."""
+
+    class Config(LMMethodConfig):
+        name: Literal["lm-ce"] = "lm-ce"
+
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
+        index, labels, weights = self.positions(batch)
+
+        def row_loss(logits: Tensor, rows: Tensor) -> dict[str, Tensor]:
+            return {"ce": F.cross_entropy(logits, labels[rows], reduction="none")}
+
+        return self.fused_loss(batch, index, weights, row_loss)
+
+
+@METHODS.register("lm-kd", summary="token-level KD of a causal LM: alpha D(teacher || student) + (1 - alpha) CE",
+                  paper="Distilling the Knowledge in a Neural Network (Hinton et al., 2015); "
+                        "GKD (Agarwal et al., 2024) for the divergence family")
+class LMKD(LMMethod):
+    """Token-level KD on a text dataset (supervised KD in GKD's terms, Agarwal et al. 2024, §3):
+    loss per target token = alpha · D(p_t || p_s) + (1 - alpha) · CE, D any divergence of
+    `distill.kd.losses` (forward KL, reverse KL, generalized JSD(beta) with exact endpoints,
+    skew KLs, TVD), loss temperature `temperature` with the T² factor.
+
+    Teacher signal (`signal`): `dense` runs the live teacher on every batch and compares full
+    distributions (chunk by chunk); `top-k` keeps the live teacher's top `top_k` ids and a tail
+    bucket; `cache` reads the top-k targets from the offline cache (`distill.lm.cache`), built
+    before training in `cache_dir` (default: the run's teacher-cache/) — no teacher forward
+    during training.
+    Not here yet: on-policy data (GKD's lambda), TAID, adaptive KL (later slices of issue 7).
+    """
+
+    class Config(LMMethodConfig):
+        name: Literal["lm-kd"] = "lm-kd"
+        divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
+                            "skew-reverse-kl", "tvd"] = "forward-kl"
+        beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
+        temperature: float = Field(1.0, gt=0, description="loss temperature (not the sampling one)")
+        alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation term")
+        signal: Literal["dense", "top-k", "cache"] = "dense"
+        top_k: int = Field(64, gt=0, description="teacher ids kept by signal top-k / cache")
+        cache_dir: Path | None = Field(None, description="where signal cache keeps the teacher's top-k")
+
+        @model_validator(mode="after")
+        def _sparse_at_t1(self) -> Any:
+            if self.signal != "dense" and self.temperature != 1.0:
+                raise ValueError(f"signal {self.signal} stores the teacher's top-k at temperature 1; "
+                                 "set temperature: 1 or signal: dense")
+            return self
+
+    cfg: Config
+
+    def teacher_targets(self, batch: Batch, index: Tensor) -> DenseTargets | SparseTargets:
+        """The teacher's targets at the flat target positions `index` of the batch."""
+        if self.cfg.signal == "cache":
+            store = self.cached_targets
+            rows = batch["row"].to(store.indices.device)
+            ids, lps = store.indices[rows], store.logprobs[rows]
+            k = ids.shape[-1]
+            return SparseTargets(ids.reshape(-1, k)[index].long(), lps.reshape(-1, k)[index].float())
+        with torch.no_grad():
+            hidden = self.hidden_states(self.teacher, batch["input_ids"])
+            dense = DenseTargets(hidden.reshape(-1, hidden.shape[-1])[index],
+                                 self.teacher.get_output_embeddings().weight)
+        return dense.topk(self.cfg.top_k, self.cfg.chunk_size) if self.cfg.signal == "top-k" else dense
+
+    def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
+        cfg = self.cfg
+        index, labels, weights = self.positions(batch)
+        targets = self.teacher_targets(batch, index)
+
+        def row_loss(logits: Tensor, rows: Tensor) -> dict[str, Tensor]:
+            out = {"kd": cfg.alpha * token_divergence(logits, targets.chunk(rows), name=cfg.divergence,
+                                                      temperature=cfg.temperature, beta=cfg.beta)}
+            if cfg.alpha < 1:
+                out["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits, labels[rows], reduction="none")
+            return out
+
+        return self.fused_loss(batch, index, weights, row_loss)

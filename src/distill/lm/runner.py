@@ -1,0 +1,104 @@
+"""The LM side of a run: tokenize the text with the teacher's tokenizer, build the Llama
+student, (for signal: cache) build the teacher's top-k cache, export the trained student as a
+transformers folder, and evaluate it beside its teacher on the held-out blocks.
+
+`distill.runner.run` calls these when the method's family is "lm".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.data.text import TextDataConfig, TokenData
+from distill.diffusion.teachers import load_configured_teacher
+from distill.errors import ConfigError, DataError
+from distill.export_dir import read_meta_json, staged_directory
+from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
+from distill.lm.loading import check_same_vocabulary, load_causal_lm
+from distill.metrics.lm import lm_scores
+from distill.models.causal_lm import LlamaStudentConfig
+from distill.registry import METHODS
+from distill.timing import best_seconds
+
+FORMAT = "distill.causal-lm/v1"
+META_FILE = "distill.json"
+
+
+def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, Any], Any]:
+    """Token data, frozen teacher, its metadata and the method for an LM config."""
+    method_cls = METHODS.get(cfg.method.name)
+    if not isinstance(cfg.student, LlamaStudentConfig):
+        raise ConfigError(f"method {cfg.method.name!r} trains a causal LM: student.name must be "
+                          f"llama, not {cfg.student.name!r}")
+    if not isinstance(cfg.data, TextDataConfig):
+        raise ConfigError(f"method {cfg.method.name!r} trains on text: data.name must be text, "
+                          f"not {cfg.data.name!r}")
+    if cfg.teacher is None or getattr(cfg.teacher, "name", None) not in ("smollm2", "causal-lm"):
+        raise ConfigError(f"method {cfg.method.name!r} needs a causal-LM teacher section, e.g. "
+                          "teacher: {name: smollm2} or teacher: {name: causal-lm, path: my-model/}")
+    teacher, meta = load_configured_teacher(cfg, "")
+    tokenizer = meta["tokenizer"]
+    data = cfg.data.build_tokens(tokenizer)
+    if len(data.train_ids) == 0 or float(data.train_mask[:, 1:].sum()) == 0:
+        raise DataError(f"data {cfg.data.describe()} gives no training tokens; add text")
+    student = cfg.student.build_lm(teacher, cfg.train.seed)
+    check_same_vocabulary(teacher, tokenizer, student, tokenizer)
+    cached = None
+    if getattr(cfg.method, "signal", None) == "cache":
+        directory = cfg.method.cache_dir or run_dir / "teacher-cache"
+        build_topk_cache(directory, teacher, data.train_ids, cfg.method.top_k, progress=cfg.train.progress)
+        cached = load_topk_cache(directory, cache_identity(teacher, data.train_ids, cfg.method.top_k))
+    method = method_cls(cfg.method, student=student, teacher=teacher, data=data, seed=cfg.train.seed,
+                        total_steps=cfg.train.steps, cached_targets=cached)
+    return data, teacher, meta, method
+
+
+def is_lm_export(directory: Path) -> bool:
+    path = Path(directory) / META_FILE
+    return path.is_file() and read_meta_json(path).get("format") == FORMAT
+
+
+def export_lm(run_dir: Path, student: nn.Module, tokenizer: Any, cfg: Any) -> None:
+    """The student as a transformers folder (safetensors + tokenizer) plus distill.json."""
+    with staged_directory(run_dir / "student") as staging:
+        student.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        meta = {"format": FORMAT, "role": "student", "method": cfg.method.name, "run": cfg.name,
+                "parameters": sum(p.numel() for p in student.parameters())}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def tokens_per_second(model: nn.Module, ids: torch.Tensor, repeats: int) -> float:
+    """Best-of-`repeats` forward throughput on the blocks `ids`, tokens per second."""
+    with torch.no_grad():
+        return ids.numel() / best_seconds(lambda: model(input_ids=ids), repeats)
+
+
+def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
+    """Evaluate an LM run's exported student beside its teacher: eval.json and report.html."""
+    from distill.report import write_report
+    from distill.runner import write_text_atomic
+
+    student, _ = load_causal_lm(run_dir / "student")
+    teacher, meta = cfg.teacher.load()
+    data = cfg.data.build_tokens(meta["tokenizer"])
+    models = {"teacher": teacher, "student": student}
+    scores = lm_scores(models, data.test_ids, data.test_mask)
+    rows = []
+    for name, model in models.items():
+        row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **scores[name]}
+        if cfg.eval.timing_repeats:
+            row["tokens_per_sec"] = tokens_per_second(model, data.test_ids[:8], cfg.eval.timing_repeats)
+        rows.append(row)
+    result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.describe(),
+              "family": "lm", "primary_metric": "perplexity",
+              "metrics": ["perplexity", "kl_to_teacher", "top1_agreement"],
+              "n_tokens": int(data.test_mask[:, 1:].sum()), "rows": rows}
+    write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
+    write_report(run_dir)
+    return rows

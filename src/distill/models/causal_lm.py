@@ -1,0 +1,70 @@
+"""The small causal-LM student of LM distillation: a transformers Llama (the architecture of
+SmolLM2 and most open LMs) built on the teacher's tokenizer, so its ids and output rows are the
+teacher's.
+
+    student: {name: llama, layers: 2, hidden: 128, heads: 4, kv_heads: 2, intermediate: 384}
+
+`init: teacher-embeddings` copies the teacher's token embedding (needs hidden = the teacher's
+hidden size); the output layer is tied to it, as in SmolLM2.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from distill.errors import ModelMismatchError
+from distill.registry import MODELS
+
+
+@MODELS.register("llama", summary="small transformers Llama causal LM on the teacher's tokenizer (LM distillation)")
+class LlamaStudentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["llama"] = "llama"
+    layers: int = Field(2, gt=0)
+    hidden: int = Field(128, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="grouped-query attention heads (None: heads)")
+    intermediate: int = Field(384, gt=0, description="MLP width")
+    max_positions: int = Field(2048, gt=0)
+    tie_embeddings: bool = True
+    init: Literal["random", "teacher-embeddings"] = "random"
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> LlamaStudentConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.heads % (self.kv_heads or self.heads):
+            raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
+        return self
+
+    def build_lm(self, teacher: nn.Module, seed: int) -> nn.Module:
+        """A LlamaForCausalLM with the teacher's vocabulary and special-token ids."""
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tc = teacher.config
+        config = LlamaConfig(
+            vocab_size=teacher.get_output_embeddings().weight.shape[0], hidden_size=self.hidden,
+            intermediate_size=self.intermediate, num_hidden_layers=self.layers,
+            num_attention_heads=self.heads, num_key_value_heads=self.kv_heads or self.heads,
+            max_position_embeddings=self.max_positions, tie_word_embeddings=self.tie_embeddings,
+            bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id,
+            pad_token_id=getattr(tc, "pad_token_id", None), rms_norm_eps=getattr(tc, "rms_norm_eps", 1e-5),
+            rope_theta=getattr(tc, "rope_theta", 10000.0))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config)
+        if self.init == "teacher-embeddings":
+            source = teacher.get_input_embeddings().weight
+            if source.shape[1] != self.hidden:
+                raise ModelMismatchError(
+                    f"student.init: teacher-embeddings copies the teacher's {source.shape[1]}-wide "
+                    f"token embedding, but student.hidden is {self.hidden}; set student.hidden: "
+                    f"{source.shape[1]} or student.init: random")
+            with torch.no_grad():
+                model.get_input_embeddings().weight.copy_(source)
+        return model
