@@ -1,4 +1,4 @@
-"""The `distill` command line: run, eval, report, list, demo."""
+"""The `distill` command line: run, eval, report, list, demo, lm cache-teacher."""
 
 from __future__ import annotations
 
@@ -111,6 +111,33 @@ def list_() -> None:
         for entry in registry:
             table.add_row(entry.name, entry.summary, entry.paper or "—")
         console.print(table)
+
+
+lm_app = typer.Typer(no_args_is_help=True, help="Language-model distillation tools.")
+app.add_typer(lm_app, name="lm")
+
+
+@lm_app.command("cache-teacher")
+def cache_teacher(
+    config: Annotated[Path, typer.Argument(help="an LM run config (its teacher, data and method.top_k)")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides: method.top_k=32")] = None,
+    out: Annotated[Path | None, typer.Option(help="cache directory (default: the config's method.cache_dir)")] = None,
+) -> None:
+    """Write the teacher's top-k next-token log-probs of the config's training text to sharded
+    safetensors files; re-running resumes after the last finished shard. Train from it with
+    method.signal=cache method.cache_dir=<out>."""
+    from distill.config import load_config
+    from distill.lm.runner import cache_teacher as cache_teacher_
+
+    try:
+        cfg = load_config(config, overrides or [])
+        directory, manifest = cache_teacher_(cfg, out)
+    except DistillError as err:
+        _fail(err)
+        return
+    identity = manifest["identity"]
+    console.print(f"teacher cache: {directory} ({identity['rows']} blocks of {identity['block_size']} "
+                  f"tokens, top-{identity['k']}, {len(manifest['shards'])} shards)")
 
 
 @app.command()

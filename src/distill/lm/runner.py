@@ -29,9 +29,8 @@ FORMAT = "distill.causal-lm/v1"
 META_FILE = "distill.json"
 
 
-def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, Any], Any]:
-    """Token data, frozen teacher, its metadata and the method for an LM config."""
-    method_cls = METHODS.get(cfg.method.name)
+def check_lm_config(cfg: Any) -> None:
+    """The student, data and teacher sections an LM method needs (before anything loads)."""
     if not isinstance(cfg.student, LlamaStudentConfig):
         raise ConfigError(f"method {cfg.method.name!r} trains a causal LM: student.name must be "
                           f"llama, not {cfg.student.name!r}")
@@ -41,6 +40,28 @@ def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, A
     if cfg.teacher is None or getattr(cfg.teacher, "name", None) not in ("smollm2", "causal-lm"):
         raise ConfigError(f"method {cfg.method.name!r} needs a causal-LM teacher section, e.g. "
                           "teacher: {name: smollm2} or teacher: {name: causal-lm, path: my-model/}")
+
+
+def cache_teacher(cfg: Any, directory: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Build (or finish) the top-k teacher cache of an LM config's training blocks in
+    `directory` (default: method.cache_dir); returns the directory and its manifest."""
+    check_lm_config(cfg)
+    if not hasattr(cfg.method, "top_k"):
+        raise ConfigError(f"method {cfg.method.name!r} uses no teacher targets; give an lm-kd config")
+    directory = directory or cfg.method.cache_dir
+    if directory is None:
+        raise ConfigError("say where the cache goes: --out DIR, or method.cache_dir in the config")
+    teacher, meta = cfg.teacher.load()
+    data = cfg.data.build_tokens(meta["tokenizer"])
+    manifest = build_topk_cache(directory, teacher, data.train_ids, cfg.method.top_k,
+                                progress=cfg.train.progress)
+    return Path(directory), manifest
+
+
+def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, Any], Any]:
+    """Token data, frozen teacher, its metadata and the method for an LM config."""
+    method_cls = METHODS.get(cfg.method.name)
+    check_lm_config(cfg)
     teacher, meta = load_configured_teacher(cfg, "")
     tokenizer = meta["tokenizer"]
     data = cfg.data.build_tokens(tokenizer)

@@ -1,0 +1,107 @@
+"""LM runs end to end on a tiny teacher folder (a random Llama + a word-level tokenizer saved
+with save_pretrained): train, export, evaluate, resume, the cache-teacher command, and the
+errors for broken teacher files and wrong sections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from typer.testing import CliRunner
+
+from distill.cli import app
+from distill.config import load_config
+from distill.errors import CheckpointError, ConfigError
+from distill.runner import run
+
+WORDS = ("the cat sat on a mat and the dog ran to the red house while birds sang in old green "
+         "trees near quiet water").split()
+
+
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("lm")
+    gen = torch.Generator().manual_seed(0)
+    docs = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (30,), generator=gen).tolist())
+            for _ in range(40)]
+    (root / "corpus.txt").write_text("\n\n".join(docs))
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(docs, trainers.WordLevelTrainer(special_tokens=["[UNK]", "<eos>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="[UNK]")
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id))
+    teacher.save_pretrained(root / "teacher")
+    tokenizer.save_pretrained(root / "teacher")
+    (root / "run.yaml").write_text(
+        "name: tiny-lm\n"
+        f"data: {{name: text, path: {root / 'corpus.txt'}, block_size: 16}}\n"
+        f"teacher: {{name: causal-lm, path: {root / 'teacher'}}}\n"
+        "student: {name: llama, layers: 1, hidden: 16, heads: 2, intermediate: 32}\n"
+        "method: {name: lm-kd, signal: cache, top_k: 4, alpha: 0.5}\n"
+        "train: {steps: 6, batch_size: 4, lr: 1.0e-2, checkpoint_every: 3, progress: false}\n"
+        "eval: {timing_repeats: 1}\n")
+    return root
+
+
+def test_tiny_lm_run_trains_exports_evaluates_and_resumes(lm_files: Path, tmp_path: Path):
+    cfg = load_config(lm_files / "run.yaml")
+    result = run(cfg, tmp_path / "run")
+    rows = {r["model"]: r for r in result.rows}
+    assert set(rows) == {"teacher", "student"}
+    assert rows["student"]["kl_to_teacher"] >= 0 and rows["student"]["perplexity"] > 1
+    assert rows["student"]["tokens_per_sec"] > 0
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
+    assert student.config.num_hidden_layers == 1
+    eval_json = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert eval_json["family"] == "lm" and eval_json["n_tokens"] > 0
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "perplexity" in html and "KL(teacher || student)" in html
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss/student/kd", "loss/student/ce"} <= set(log[-1])
+    again = run(load_config(lm_files / "run.yaml", ["train.steps=8"]), tmp_path / "run")
+    assert again.rows  # resumed from step 6 (checkpoint with tied weights) and went on to 8
+    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*8/trainer_state.json")).read_text())
+    assert state["step"] == 8
+
+
+def test_cache_teacher_command_then_train_from_it(lm_files: Path, tmp_path: Path):
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["lm", "cache-teacher", str(lm_files / "run.yaml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "top-4" in result.output and (out / "manifest.json").is_file()
+    cfg = load_config(lm_files / "run.yaml", [f"method.cache_dir={out}", "train.steps=2"])
+    run(cfg, tmp_path / "run", evaluate=False)
+    assert not (tmp_path / "run" / "teacher-cache").exists()
+    other = CliRunner().invoke(app, ["lm", "cache-teacher", str(lm_files / "run.yaml"), "--out", str(out),
+                                     "method.top_k=8"])
+    assert other.exit_code == 2 and "never mixed" in other.output
+
+
+def test_truncated_teacher_weights_name_the_folder(lm_files: Path, tmp_path: Path):
+    broken = tmp_path / "teacher"
+    broken.mkdir()
+    for f in (lm_files / "teacher").iterdir():
+        data = f.read_bytes()
+        (broken / f.name).write_bytes(data[: len(data) // 2] if f.suffix == ".safetensors" else data)
+    cfg = load_config(lm_files / "run.yaml", [f"teacher.path={broken}"])
+    with pytest.raises(CheckpointError, match=str(broken)):
+        run(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("student={name: mlp}", "student.name must be llama"),
+    ("teacher={name: recipe, config: teacher-8gaussians.yaml}", "causal-LM teacher"),
+    ("data={name: 8gaussians}", "data.name must be text"),
+])
+def test_lm_methods_refuse_other_sections(lm_files: Path, tmp_path: Path, override: str, match: str):
+    cfg = load_config(lm_files / "run.yaml", [override])
+    with pytest.raises(ConfigError, match=match):
+        run(cfg, tmp_path / "run")
