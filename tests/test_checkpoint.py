@@ -63,11 +63,11 @@ def test_full_disk_during_write_keeps_previous_checkpoint(tmp_path: Path, monkey
     real_save = checkpoint.save_file
     calls = {"n": 0}
 
-    def failing_save(tensors, path):
+    def failing_save(tensors, path, **kwargs):
         calls["n"] += 1
         if calls["n"] >= 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(tensors, path)
+        real_save(tensors, path, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save_file", failing_save)
     with pytest.raises(CheckpointError) as info:
