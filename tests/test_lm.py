@@ -262,6 +262,12 @@ def test_cache_refuses_another_teacher_or_data(tmp_path: Path):
         build_topk_cache(tmp_path, tiny_llama(2), ids, 4, progress=False)
     with pytest.raises(CheckpointError, match="tokens"):
         load_topk_cache(tmp_path, cache_identity(tiny_llama(1), ids.flip(0), 4))
+    # a cache with a larger k serves a smaller one: its first k entries by rank
+    small = load_topk_cache(tmp_path, cache_identity(tiny_llama(1), ids, 2))
+    full = load_topk_cache(tmp_path, cache_identity(tiny_llama(1), ids, 4))
+    assert torch.equal(small.indices, full.indices[..., :2])
+    with pytest.raises(CheckpointError, match="k: cache 4"):
+        load_topk_cache(tmp_path, cache_identity(tiny_llama(1), ids, 8))
     shard = tmp_path / "shard-00000.safetensors"
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="cannot be read"):
@@ -344,3 +350,50 @@ def test_tied_weights_checkpoint_round_trip(tmp_path: Path):
     fresh = tiny_llama(5)
     fresh.load_state_dict(loaded)
     assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)
+
+
+# --------------------------------------------------------------------- TAID
+
+
+def test_taid_target_interpolates_with_the_detached_student():
+    _, _, teacher, _, _ = _problem(n=4)
+    student = torch.randn(4, V, dtype=torch.float64, requires_grad=True)
+    full = token_divergence(student, teacher, name="forward-kl")
+    assert torch.allclose(token_divergence(student, teacher, name="forward-kl", interpolate=1.0), full)
+    half = token_divergence(student, teacher, name="forward-kl", interpolate=0.5)
+    mix = 0.5 * student.detach() + 0.5 * teacher
+    assert torch.allclose(half, token_divergence(student, mix, name="forward-kl"))
+    assert (half < full).all()  # the intermediate target is closer to the student
+    assert token_divergence(student, teacher, name="forward-kl", interpolate=0.0).abs().max() < 1e-12
+
+
+def test_taid_schedule_rises_adaptively_and_round_trips():
+    from distill.lm.methods import TAIDConfig, TAIDSchedule
+
+    cfg = TAIDConfig(t_start=0.4, t_end=0.9, alpha=0.05)
+    fast, slow = TAIDSchedule(cfg, 100), TAIDSchedule(cfg, 100)
+    for step in range(10):
+        fast.update(10.0 * 0.8 ** step, step)  # loss falling fast: t grows faster
+        slow.update(10.0, step)  # flat loss: still at least the linear schedule
+    assert fast.t > slow.t >= 0.4 + 0.5 * 10 / 100 - 1e-12
+    for step in range(10, 400):
+        fast.update(1.0, step)
+    assert fast.t == 0.9
+    restored = TAIDSchedule(cfg, 100)
+    restored.load(json.loads(json.dumps(slow.state())))
+    assert restored.state() == slow.state()
+    with pytest.raises(Exception, match="below"):
+        TAIDConfig(t_start=0.5, t_end=0.3)
+
+
+def test_lm_kd_with_taid_logs_t_and_checkpoints_it():
+    method = _method(LMKD, taid={"t_start": 0.4, "alpha": 0.1})
+    batch = method.prepare_batch(_batch(), 1)
+    method.before_step(0)
+    method(batch, "student", 0)
+    method.after_step(0, ["student"])
+    assert method.step_logs()["taid/t"] > 0.4
+    state = method.extra_state()
+    other = _method(LMKD, taid={"t_start": 0.4, "alpha": 0.1})
+    other.load_extra_state(json.loads(json.dumps(state)))
+    assert other.taid.state() == method.taid.state()

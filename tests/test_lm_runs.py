@@ -105,3 +105,14 @@ def test_lm_methods_refuse_other_sections(lm_files: Path, tmp_path: Path, overri
     cfg = load_config(lm_files / "run.yaml", [override])
     with pytest.raises(ConfigError, match=match):
         run(cfg, tmp_path / "run")
+
+
+def test_taid_state_is_checkpointed_and_logged(lm_files: Path, tmp_path: Path):
+    cfg = load_config(lm_files / "run.yaml", ["method.taid={t_start: 0.4, alpha: 0.1}", "train.log_every=1",
+                                              "method.signal=dense", "method.alpha=1.0"])
+    run(cfg, tmp_path / "run", evaluate=False)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
+    t = state["method"]["taid"]["t"]
+    assert 0.4 < t <= 1.0
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["taid/t"] == pytest.approx(t)

@@ -119,6 +119,10 @@ class Method(nn.Module):
     def after_step(self, step: int, updated: list[str]) -> None:
         """Called after the groups in `updated` stepped (e.g. to update an EMA target)."""
 
+    def step_logs(self) -> dict[str, float]:
+        """Values to log after each trainer step beside the losses (e.g. a schedule's state)."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state to checkpoint beyond parameters and buffers."""
         return {}

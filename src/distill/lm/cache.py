@@ -9,7 +9,8 @@ live teacher.
 Each shard is written to a temporary file and renamed, then the manifest (also replaced
 atomically) lists it; a shard the manifest does not list is never read, so a killed run leaves
 only finished shards behind and `build_topk_cache` resumes after them. A directory made for a
-different teacher, data, k or block size is refused, never mixed.
+different teacher, data or block size is refused, never mixed; one built with a larger k
+serves any smaller k (its first k entries, ids being stored by rank).
 """
 
 from __future__ import annotations
@@ -69,9 +70,12 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def check_identity(directory: Path, manifest: dict[str, Any], identity: dict[str, Any]) -> None:
+    """The cache was built from the same teacher and tokens, with at least the k asked for
+    (the top-k of a larger cache are its first k entries: ids are stored by rank)."""
     found = manifest.get("identity", {})
     diffs = [f"{key}: cache {found.get(key)!r} vs this run {value!r}"
-             for key, value in identity.items() if found.get(key) != value]
+             for key, value in identity.items()
+             if found.get(key) != value and not (key == "k" and (found.get("k") or 0) > value)]
     if diffs:
         raise CheckpointError(
             f"the teacher cache {directory} was built for another teacher or data ("
@@ -103,6 +107,8 @@ def build_topk_cache(directory: Path, teacher: nn.Module, ids: Tensor, k: int, *
     directory.mkdir(parents=True, exist_ok=True)
     identity = cache_identity(teacher, ids, k)
     manifest = read_manifest(directory)
+    if manifest is not None:
+        identity["k"] = max(k, manifest.get("identity", {}).get("k") or 0)  # a larger k serves k
     if manifest is None:
         manifest = {"format": FORMAT, "identity": identity, "shard_rows": shard_rows, "shards": {}}
     check_identity(directory, manifest, identity)
@@ -154,4 +160,5 @@ def load_topk_cache(directory: Path, identity: dict[str, Any]) -> SparseTargets:
                                   f"says {entry['rows']}; rebuild the cache")
         indices.append(tensors["indices"])
         logprobs.append(tensors["logprobs"])
-    return SparseTargets(torch.cat(indices), torch.cat(logprobs))
+    k = identity["k"]
+    return SparseTargets(torch.cat(indices)[..., :k], torch.cat(logprobs)[..., :k])

@@ -10,12 +10,13 @@ spread between them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from distill.data.text import TokenData
@@ -108,6 +109,49 @@ class LMCrossEntropy(LMMethod):
         return self.fused_loss(batch, index, weights, row_loss)
 
 
+class TAIDConfig(BaseModel):
+    """TAID's adaptive interpolation schedule (Shing et al., ICLR 2025, Alg. 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    t_start: float = Field(0.4, ge=0, lt=1, description="interpolation weight of the teacher at step 0")
+    t_end: float = Field(1.0, gt=0, le=1, description="its final (and largest) value")
+    alpha: float = Field(5e-4, ge=0, le=1, description="step size of the adaptive increase")
+    beta: float = Field(0.99, ge=0, lt=1, description="momentum of the loss's relative change")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TAIDConfig:
+        if self.t_end < self.t_start:
+            raise ValueError(f"taid.t_end {self.t_end} is below taid.t_start {self.t_start}")
+        return self
+
+
+class TAIDSchedule:
+    """t_n = min(t_end, max(linear(n), t_{n-1} + alpha · sigmoid(m_n) · (1 - t_{n-1}))), with
+    m_n the momentum (beta) of the loss's relative decrease (J_{n-1} - J_n) / J_{n-1}: t grows
+    faster while the student is learning quickly, and never slower than the linear schedule
+    from t_start to t_end (TAID, Alg. 1)."""
+
+    def __init__(self, cfg: TAIDConfig, total_steps: int) -> None:
+        self.cfg, self.total_steps = cfg, total_steps
+        self.t, self.momentum, self.prev_loss = cfg.t_start, 0.0, None
+
+    def update(self, loss: float, step: int) -> None:
+        cfg = self.cfg
+        if self.prev_loss is not None:
+            change = (self.prev_loss - loss) / (abs(self.prev_loss) + 1e-12)
+            self.momentum = cfg.beta * self.momentum + (1 - cfg.beta) * change
+        linear = cfg.t_start + (cfg.t_end - cfg.t_start) * min(1.0, (step + 1) / self.total_steps)
+        grown = self.t + cfg.alpha * (1 / (1 + math.exp(-self.momentum))) * (1 - self.t)
+        self.t = min(cfg.t_end, max(linear, grown))
+        self.prev_loss = loss
+
+    def state(self) -> dict[str, Any]:
+        return {"t": self.t, "momentum": self.momentum, "prev_loss": self.prev_loss}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.t, self.momentum, self.prev_loss = state["t"], state["momentum"], state["prev_loss"]
+
+
 @METHODS.register("lm-kd", summary="token-level KD of a causal LM: alpha D(teacher || student) + (1 - alpha) CE",
                   paper="Distilling the Knowledge in a Neural Network (Hinton et al., 2015); "
                         "GKD (Agarwal et al., 2024) for the divergence family")
@@ -122,7 +166,12 @@ class LMKD(LMMethod):
     bucket; `cache` reads the top-k targets from the offline cache (`distill.lm.cache`), built
     before training in `cache_dir` (default: the run's teacher-cache/) — no teacher forward
     during training.
-    Not here yet: on-policy data (GKD's lambda), TAID, adaptive KL (later slices of issue 7).
+    TAID (`taid: {...}`, Shing et al. 2025, "Temporally Adaptive Interpolated Distillation"):
+    the target is softmax((1 - t) · stopgrad(student logits) + t · teacher logits) (on the k + 1
+    buckets for top-k signals), t rising from t_start to t_end by the adaptive rule of its Alg. 1
+    (`TAIDSchedule`), checkpointed with the run. The rule is written from the paper; the
+    reference code was not available to compare with.
+    Not here yet: on-policy data (GKD's lambda), adaptive KL (later slices of issue 7).
     """
 
     class Config(LMMethodConfig):
@@ -135,6 +184,7 @@ class LMKD(LMMethod):
         signal: Literal["dense", "top-k", "cache"] = "dense"
         top_k: int = Field(64, gt=0, description="teacher ids kept by signal top-k / cache")
         cache_dir: Path | None = Field(None, description="where signal cache keeps the teacher's top-k")
+        taid: TAIDConfig | None = Field(None, description="TAID's interpolated, adaptive target")
 
         @model_validator(mode="after")
         def _sparse_at_t1(self) -> Any:
@@ -144,6 +194,25 @@ class LMKD(LMMethod):
             return self
 
     cfg: Config
+
+    def __init__(self, cfg: Config, **kwargs: Any) -> None:
+        super().__init__(cfg, **kwargs)
+        self.taid = TAIDSchedule(cfg.taid, self.total_steps) if cfg.taid else None
+        self._step_loss = 0.0
+
+    def before_step(self, step: int) -> None:
+        self._step_loss = 0.0
+
+    def after_step(self, step: int, updated: list[str]) -> None:
+        if self.taid is not None and updated:
+            self.taid.update(self._step_loss, step)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"taid": self.taid.state()} if self.taid else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.taid is not None and "taid" in state:
+            self.taid.load(state["taid"])
 
     def teacher_targets(self, batch: Batch, index: Tensor) -> DenseTargets | SparseTargets:
         """The teacher's targets at the flat target positions `index` of the batch."""
@@ -164,11 +233,19 @@ class LMKD(LMMethod):
         index, labels, weights = self.positions(batch)
         targets = self.teacher_targets(batch, index)
 
+        t = self.taid.t if self.taid else 1.0
+
         def row_loss(logits: Tensor, rows: Tensor) -> dict[str, Tensor]:
             out = {"kd": cfg.alpha * token_divergence(logits, targets.chunk(rows), name=cfg.divergence,
-                                                      temperature=cfg.temperature, beta=cfg.beta)}
+                                                      temperature=cfg.temperature, beta=cfg.beta,
+                                                      interpolate=t)}
             if cfg.alpha < 1:
                 out["ce"] = (1 - cfg.alpha) * F.cross_entropy(logits, labels[rows], reduction="none")
             return out
 
-        return self.fused_loss(batch, index, weights, row_loss)
+        losses = self.fused_loss(batch, index, weights, row_loss)
+        self._step_loss += float(losses["kd"].detach())
+        return losses
+
+    def step_logs(self) -> dict[str, float]:
+        return {"taid/t": self.taid.t} if self.taid else {}

@@ -82,10 +82,18 @@ class SparseTargets:
         return SparseTargets(self.indices[rows].long(), self.logprobs[rows].float())
 
 
+def interpolated(student: Tensor, teacher: Tensor, t: float) -> Tensor:
+    """TAID's intermediate target (Shing et al. 2025, Eq. 3): logits
+    (1 - t) · stopgrad(student) + t · teacher; t = 1 is the teacher itself."""
+    return teacher if t >= 1.0 else (1.0 - t) * student.detach() + t * teacher
+
+
 def token_divergence(student_logits: Tensor, target: Tensor | SparseTargets, *, name: str,
-                     temperature: float = 1.0, beta: float = 0.5) -> Tensor:
+                     temperature: float = 1.0, beta: float = 0.5, interpolate: float = 1.0) -> Tensor:
     """Per-row divergence (c,) between the student's logits (c, V) and the teacher's target
-    (dense logits (c, V), or sparse top-k with a tail bucket), T² included as in kd.losses."""
+    (dense logits (c, V), or sparse top-k with a tail bucket), T² included as in kd.losses.
+    `interpolate` < 1 replaces the target by TAID's interpolation with the detached student
+    (on the k + 1 buckets for sparse targets)."""
     fn = DIVERGENCES[name]
     kwargs = {"beta": beta} if name == "jsd" else {"alpha": beta} if name.startswith("skew") else {}
     if isinstance(target, SparseTargets):
@@ -93,5 +101,7 @@ def token_divergence(student_logits: Tensor, target: Tensor | SparseTargets, *, 
             raise ValueError("sparse (top-k) teacher targets are stored at temperature 1; set the "
                              "loss temperature to 1 or use the dense live teacher")
         student = with_tail(F.log_softmax(student_logits, -1).gather(-1, target.indices))
-        return fn(student, with_tail(target.logprobs), reduction="none", **kwargs)
-    return fn(student_logits, target, temperature=temperature, reduction="none", **kwargs)
+        return fn(student, interpolated(student, with_tail(target.logprobs), interpolate),
+                  reduction="none", **kwargs)
+    return fn(student_logits, interpolated(student_logits, target, interpolate),
+              temperature=temperature, reduction="none", **kwargs)

@@ -228,6 +228,7 @@ class Trainer:
                         logs.update(self._update_group(group, micro))
                         updated.append(group.name)
                 self.method.after_step(self.step, updated)
+                logs.update(self.method.step_logs())
                 if self.ema is not None and self.student_groups.intersection(updated):
                     self.ema.update(self.method.student)
                 self.step += 1
