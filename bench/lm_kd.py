@@ -27,11 +27,13 @@ from common import REPO, machine, write_block
 
 from distill.config import load_config
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
+from distill.lm.methods import LMMethodConfig
 from distill.lm.targets import DenseTargets, token_divergence
 from distill.runner import run
 
 BEGIN, END = "<!-- lm:begin -->", "<!-- lm:end -->"
 V, D, TOKENS = 49152, 576, 8 * 512
+CHUNK = LMMethodConfig.model_fields["chunk_size"].default  # the methods' default
 CONFIGS = REPO / "configs" / "lm"
 TRAIN = ["train.steps=150", "train.batch_size=8", "train.warmup_steps=10", "data.max_train_blocks=256",
          "data.max_test_blocks=48", "train.progress=false", "eval.timing_repeats=0"]
@@ -50,27 +52,35 @@ def loss_problem(kind: str):
     return hidden, weight, lambda logits, rows: {"kd": token_divergence(logits, teacher.chunk(rows), name="forward-kl")}, weights
 
 
-def one_step(kind: str, chunked: bool) -> None:
+def one_step(kind: str, chunked: bool, chunk: int = CHUNK) -> None:
     hidden, weight, row_loss, weights = loss_problem(kind)
     if chunked:
-        loss, _ = chunked_vocab_loss(hidden, weight, row_loss, weights, chunk_size=1024)
+        loss, _ = chunked_vocab_loss(hidden, weight, row_loss, weights, chunk_size=chunk)
     else:
         loss = naive_vocab_loss(hidden, weight, row_loss, weights)
     loss.backward()
 
 
-def peak_extra_mib(kind: str, chunked: bool) -> float:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB; unlike ru_maxrss it starts afresh at
+    exec, so a child does not inherit its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def peak_extra_mib(kind: str, chunked: bool, chunk: int = CHUNK) -> float:
     """Run one loss + backward in a fresh process; its peak RSS above the set-up, MiB."""
-    code = (f"import sys, resource; sys.path.insert(0, {str(REPO / 'bench')!r}); import lm_kd; "
-            f"p = lm_kd.loss_problem({kind!r}); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            f"del p; lm_kd.one_step({kind!r}, {chunked}); "
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import lm_kd; "
+            f"p = lm_kd.loss_problem({kind!r}); base = lm_kd.peak_rss_mib(); "
+            f"del p; lm_kd.one_step({kind!r}, {chunked}, {chunk}); print(lm_kd.peak_rss_mib() - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def loss_table() -> str:
-    lines = ["| loss (8 × 512 tokens, vocab 49,152, hidden 576) | naive peak extra MiB | chunked peak extra MiB | memory ratio | naive s | chunked s | time ratio |",
+    lines = [f"| loss (8 × 512 tokens, vocab 49,152, hidden 576, chunks of {CHUNK} rows) | naive peak extra MiB | chunked peak extra MiB | memory ratio | naive s | chunked s | time ratio |",
              "|---|---|---|---|---|---|---|"]
     for kind, label in (("kd", "forward KL to the dense teacher"), ("ce", "cross-entropy")):
         naive_mem, chunk_mem = peak_extra_mib(kind, False), peak_extra_mib(kind, True)

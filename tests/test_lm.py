@@ -397,3 +397,60 @@ def test_lm_kd_with_taid_logs_t_and_checkpoints_it():
     other = _method(LMKD, taid={"t_start": 0.4, "alpha": 0.1})
     other.load_extra_state(json.loads(json.dumps(state)))
     assert other.taid.state() == method.taid.state()
+
+
+def test_acceptance_rate_is_one_minus_tvd_and_block_efficiency():
+    from distill.metrics.lm import block_efficiency, lm_scores
+
+    teacher, student = tiny_llama(1).eval(), tiny_llama(0).eval()
+    ids, mask = _batch()["input_ids"], _batch()["target_mask"]
+    scores = lm_scores({"teacher": teacher, "student": student}, ids, mask, batch_rows=3)
+    with torch.no_grad():
+        pt = teacher(input_ids=ids).logits[:, :-1].softmax(-1)
+        ps = student(input_ids=ids).logits[:, :-1].softmax(-1)
+    keep = mask[:, 1:] > 0
+    tvd = 0.5 * (pt - ps).abs().sum(-1)[keep].mean()
+    assert scores["student"]["acceptance_rate"] == pytest.approx(1 - float(tvd), abs=1e-5)
+    same = lm_scores({"teacher": teacher, "student": teacher}, ids, mask)
+    assert same["student"]["acceptance_rate"] == pytest.approx(1.0, abs=1e-5)
+    assert block_efficiency(1.0, 4) == 5.0 and block_efficiency(0.0, 4) == 1.0
+    assert block_efficiency(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+
+
+# --------------------------------------------------------------------- on-policy
+
+
+def test_sampled_continuations_keep_the_prompt_and_mask_after_eos():
+    from distill.lm.on_policy import sample_continuations
+
+    model = tiny_llama(0).eval()
+    ids = _batch()["input_ids"]
+    torch.manual_seed(0)
+    new, mask = sample_continuations(model, ids, 4, 1.0, eos=96)
+    assert new.shape == ids.shape and torch.equal(new[:, :4], ids[:, :4])
+    assert (mask[:, :4] == 0).all() and mask[:, 4:].sum() > 0
+    for row, m in zip(new, mask, strict=True):  # targets stop right after the first sampled EOS
+        eos = (row[4:] == 96).nonzero()
+        if len(eos):
+            first = 4 + int(eos[0])
+            assert m[first] == 1 and (m[first + 1:] == 0).all()
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        sample_continuations(model, ids, 12, 1.0, eos=96)
+
+
+def test_on_policy_batches_replace_the_text_with_student_samples():
+    from distill.lm.on_policy import DistillSpec, OnPolicyKD
+
+    method = _method(OnPolicyKD, on_policy_fraction=1.0, prompt_tokens=3)
+    batch = _batch()
+    prepared = method.prepare_batch(batch, 1)
+    assert method.step_logs()["on_policy"] == 1.0
+    assert torch.equal(prepared["input_ids"][:, :3], batch["input_ids"][:, :3])
+    assert "row" not in prepared and prepared["target_mask"][:, :3].sum() == 0
+    losses = method(prepared, "student", 0)
+    assert set(losses) == {"kd"} and torch.isfinite(losses["kd"])
+    off = _method(OnPolicyKD, on_policy_fraction=0.0)
+    assert torch.equal(off.prepare_batch(batch, 1)["input_ids"], batch["input_ids"])
+    assert DistillSpec.Config().divergence == "tvd" and DistillSpec.Config().on_policy_fraction == 1.0
+    with pytest.raises(Exception, match="no cache holds"):
+        OnPolicyKD.Config(signal="cache")

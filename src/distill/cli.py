@@ -28,7 +28,8 @@ COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "SWD": "SWD", "MMD": "MMD",
                    "teacher NFE at equal FID": "≡ teacher NFE", "speed-up": "speed-up",
                    "parameters": "params", "accuracy": "accuracy", "agreement": "agreement",
                    "ECE": "ECE", "KL to teacher": "KL to teacher", "perplexity": "perplexity",
-                   "top-1 agreement": "top-1 agr.", "tokens / s": "tokens/s"}
+                   "top-1 agreement": "top-1 agr.", "draft acceptance": "accept.",
+                   "tokens / s": "tokens/s"}
 
 
 def print_eval_table(eval_data: dict, title: str) -> None:

@@ -118,7 +118,7 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
         rows.append(row)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.describe(),
               "family": "lm", "primary_metric": "perplexity",
-              "metrics": ["perplexity", "kl_to_teacher", "top1_agreement"],
+              "metrics": ["perplexity", "kl_to_teacher", "top1_agreement", "acceptance_rate"],
               "n_tokens": int(data.test_mask[:, 1:].sum()), "rows": rows}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     write_report(run_dir)

@@ -244,7 +244,8 @@ def lm_sentences(eval_data: dict) -> list[str]:
         text = (f"{name}: held-out perplexity {row['perplexity']:.2f} vs teacher "
                 f"{teacher['perplexity']:.2f} with {teacher['parameters'] / row['parameters']:.1f}× "
                 f"fewer parameters; KL(teacher || {name}) {row['kl_to_teacher']:.3f} nats per token, "
-                f"same top-1 token on {100 * row['top1_agreement']:.1f}% of positions")
+                f"same top-1 token on {100 * row['top1_agreement']:.1f}% of positions; as a "
+                f"speculative draft, {100 * row['acceptance_rate']:.1f}% of its tokens accepted")
         if row.get("tokens_per_sec") and teacher.get("tokens_per_sec"):
             text += f"; {row['tokens_per_sec'] / teacher['tokens_per_sec']:.1f}× the teacher's tokens/s"
         out.append(text + ".")
@@ -254,7 +255,9 @@ def lm_sentences(eval_data: dict) -> list[str]:
 def _lm_html(eval_data: dict) -> tuple[str, str]:
     summary = _summary_list(lm_sentences(eval_data))
     meta = (f"text {eval_data.get('dataset', '?')} · {eval_data.get('n_tokens', '?')} held-out target "
-            "tokens · KL: KL(teacher || model) per token, nats · agreement: same argmax token")
+            "tokens · KL: KL(teacher || model) per token, nats · agreement: same argmax token · "
+            "draft acceptance: E[sum min(p_teacher, p_model)], teacher-forced; tokens per teacher "
+            "call for 4 drafted tokens: (1 - a^5) / (1 - a)")
     return summary, ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
                      + _table_html(eval_data))
 
