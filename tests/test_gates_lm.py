@@ -5,7 +5,8 @@ The recipes configs/lm/lm-kd-smollm2.yaml and lm-ce-smollm2.yaml run shortened (
 two students — same architecture, init, tokens and steps — are compared on the held-out
 python-docs blocks. Measured beside it (`python -m pytest -s tests/test_gates_lm.py`, two
 threads, 81 s with the one-time GGUF conversion): kd perplexity 1142 vs ce 2626 (teacher 63.8),
-KL(teacher || student) 3.76 vs 5.02 nats per token.
+KL(teacher || student) 3.76 vs 5.02 nats per token, draft acceptance rate 14.8% vs 11.1% (one
+thread, the same settings).
 """
 
 from __future__ import annotations
@@ -36,5 +37,7 @@ def test_kd_from_smollm2_beats_cross_entropy(tmp_path: Path):
     kd, ce = student_row("lm-kd", tmp_path), student_row("lm-ce", tmp_path)
     assert kd["kl_to_teacher"] <= ce["kl_to_teacher"] - 0.5, (kd, ce)
     assert kd["perplexity"] <= 0.8 * ce["perplexity"], (kd, ce)
+    # as a speculative-decoding draft of the teacher, the distilled student is accepted more
+    assert kd["acceptance_rate"] >= ce["acceptance_rate"] + 0.02, (kd, ce)
     assert (tmp_path / "lm-kd" / "student" / "model.safetensors").is_file()
     assert (tmp_path / "lm-kd" / "teacher-cache" / "manifest.json").is_file()

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from distill.cli import app
 from distill.config import load_config
-from distill.errors import CheckpointError, ConfigError
+from distill.errors import CheckpointError, ConfigError, ModelMismatchError
 from distill.runner import run
 
 WORDS = ("the cat sat on a mat and the dog ran to the red house while birds sang in old green "
@@ -121,3 +121,16 @@ def test_taid_state_is_checkpointed_and_logged(lm_files: Path, tmp_path: Path):
     assert 0.4 < t <= 1.0
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["taid/t"] == pytest.approx(t)
+
+
+def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
+    base = run(load_config(lm_files / "run.yaml", ["train.steps=2"]), tmp_path / "base", evaluate=False)
+    trained = AutoModelForCausalLM.from_pretrained(base.run_dir / "student")
+    cfg = load_config(lm_files / "run.yaml", [f"student.init_from={base.run_dir}", "train.steps=1",
+                                              "train.lr=1.0e-12"])
+    again = run(cfg, tmp_path / "again", evaluate=False)
+    tuned = AutoModelForCausalLM.from_pretrained(again.run_dir / "student")
+    assert torch.allclose(tuned.lm_head.weight, trained.lm_head.weight, atol=1e-6)
+    wider = load_config(lm_files / "run.yaml", [f"student.init_from={base.run_dir}", "student.hidden=32"])
+    with pytest.raises(ModelMismatchError, match="hidden_size: 16 there vs 32 here"):
+        run(wider, tmp_path / "wider")

@@ -5,11 +5,14 @@ teacher's.
     student: {name: llama, layers: 2, hidden: 128, heads: 4, kv_heads: 2, intermediate: 384}
 
 `init: teacher-embeddings` copies the teacher's token embedding (needs hidden = the teacher's
-hidden size); the output layer is tied to it, as in SmolLM2.
+hidden size); the output layer is tied to it, as in SmolLM2. `init_from: runs/lm-ce-smollm2`
+starts from a trained student of the same architecture (a run directory or a transformers
+folder), e.g. a pretrained draft that DistillSpec then distils.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -33,6 +36,8 @@ class LlamaStudentConfig(BaseModel):
     max_positions: int = Field(2048, gt=0)
     tie_embeddings: bool = True
     init: Literal["random", "teacher-embeddings"] = "random"
+    init_from: Path | None = Field(None, description=(
+        "start from this trained student (run directory or transformers folder, same architecture)"))
 
     @model_validator(mode="after")
     def _check_heads(self) -> LlamaStudentConfig:
@@ -58,7 +63,9 @@ class LlamaStudentConfig(BaseModel):
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = LlamaForCausalLM(config)
-        if self.init == "teacher-embeddings":
+        if self.init_from is not None:
+            load_same_architecture(model, self.init_from)
+        elif self.init == "teacher-embeddings":
             source = teacher.get_input_embeddings().weight
             if source.shape[1] != self.hidden:
                 raise ModelMismatchError(
@@ -68,3 +75,20 @@ class LlamaStudentConfig(BaseModel):
             with torch.no_grad():
                 model.get_input_embeddings().weight.copy_(source)
         return model
+
+
+def load_same_architecture(model: nn.Module, source: Path) -> None:
+    """Copy the weights of the causal LM at `source` (a run directory's student/ or a
+    transformers folder) into `model`; a ModelMismatchError naming the differing settings."""
+    from distill.lm.loading import load_causal_lm
+
+    folder = source / "student" if (source / "student" / "config.json").is_file() else source
+    trained, _ = load_causal_lm(folder)
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
+    diffs = [f"{k}: {getattr(trained.config, k, None)} there vs {getattr(model.config, k, None)} here"
+             for k in keys if getattr(trained.config, k, None) != getattr(model.config, k, None)]
+    if diffs:
+        raise ModelMismatchError(f"student.init_from: {folder} has another architecture ("
+                                 + "; ".join(diffs) + "); match the student section to it")
+    model.load_state_dict(trained.state_dict())
