@@ -17,11 +17,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from distill.data.text import Document, TextDataConfig, pack_blocks, read_documents
 from distill.errors import CheckpointError, ConfigError, DataError, ModelMismatchError
+from distill.kd.losses import DIVERGENCES
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
 from distill.lm.loading import check_gguf, check_same_vocabulary
 from distill.lm.methods import LMKD, LMCrossEntropy
-from distill.lm.targets import DIVERGENCES, DenseTargets, SparseTargets, token_divergence
+from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
 from distill.train.batches import split_batch
 from distill.train.checkpoint import load_tensors, save_tensors
 

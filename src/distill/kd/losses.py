@@ -552,3 +552,22 @@ __all__ = [
     "skew_reverse_kl",
     "total_variation",
 ]
+
+
+# --------------------------------------------------------------------- by name (configs)
+
+DIVERGENCES: dict[str, Callable[..., Tensor]] = {
+    "forward-kl": forward_kl, "reverse-kl": reverse_kl, "jsd": generalized_jsd,
+    "skew-forward-kl": skew_forward_kl, "skew-reverse-kl": skew_reverse_kl, "tvd": total_variation,
+}
+DivergenceName = Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl", "skew-reverse-kl", "tvd"]
+
+
+def divergence_options(name: str, beta: float) -> dict[str, float]:
+    """The keyword a config's `beta` becomes for divergence `name`: jsd's beta, the skew KLs'
+    alpha, nothing for the others."""
+    if name == "jsd":
+        return {"beta": beta}
+    if name.startswith("skew"):
+        return {"alpha": beta}
+    return {}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from distill.data.text import TokenData
+from distill.kd.losses import DivergenceName
 from distill.lm.chunked import chunked_vocab_loss
 from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
 from distill.method import Method, MethodConfig, ParamGroup
@@ -177,8 +178,7 @@ class LMKD(LMMethod):
 
     class Config(LMMethodConfig):
         name: Literal["lm-kd"] = "lm-kd"
-        divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
-                            "skew-reverse-kl", "tvd"] = "forward-kl"
+        divergence: DivergenceName = "forward-kl"
         beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
         temperature: float = Field(1.0, gt=0, description="loss temperature (not the sampling one)")
         alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation term")

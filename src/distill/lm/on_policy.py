@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from distill.kd.losses import DivergenceName
 from distill.lm.methods import LMKD
 from distill.registry import METHODS
 from distill.train.batches import Batch
@@ -71,8 +72,7 @@ class OnPolicyKD(LMKD):
 
     class Config(OnPolicyConfig):
         name: Literal["on-policy"] = "on-policy"
-        divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
-                            "skew-reverse-kl", "tvd"] = "jsd"
+        divergence: DivergenceName = "jsd"
 
     def __init__(self, cfg: OnPolicyConfig, **kwargs: Any) -> None:
         super().__init__(cfg, **kwargs)
@@ -108,6 +108,5 @@ class DistillSpec(OnPolicyKD):
 
     class Config(OnPolicyConfig):
         name: Literal["distillspec"] = "distillspec"
-        divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
-                            "skew-reverse-kl", "tvd"] = "tvd"
+        divergence: DivergenceName = "tvd"
         on_policy_fraction: float = Field(1.0, ge=0, le=1, description="share of batches the draft samples")

@@ -26,11 +26,6 @@ from torch import Tensor
 
 from distill.kd import losses
 
-DIVERGENCES = {
-    "forward-kl": losses.forward_kl, "reverse-kl": losses.reverse_kl,
-    "jsd": losses.generalized_jsd, "skew-forward-kl": losses.skew_forward_kl,
-    "skew-reverse-kl": losses.skew_reverse_kl, "tvd": losses.total_variation,
-}
 # Keep the tail bucket's log-mass finite (and its gradient bounded) when the kept ids hold
 # (numerically) all of the mass.
 _TAIL_FLOOR = 1e-7
@@ -94,8 +89,7 @@ def token_divergence(student_logits: Tensor, target: Tensor | SparseTargets, *, 
     (dense logits (c, V), or sparse top-k with a tail bucket), T² included as in kd.losses.
     `interpolate` < 1 replaces the target by TAID's interpolation with the detached student
     (on the k + 1 buckets for sparse targets)."""
-    fn = DIVERGENCES[name]
-    kwargs = {"beta": beta} if name == "jsd" else {"alpha": beta} if name.startswith("skew") else {}
+    fn, kwargs = losses.DIVERGENCES[name], losses.divergence_options(name, beta)
     if isinstance(target, SparseTargets):
         if temperature != 1.0:
             raise ValueError("sparse (top-k) teacher targets are stored at temperature 1; set the "

@@ -8,7 +8,7 @@ teacher is live (dense logits, eval mode, no gradient).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -121,28 +121,12 @@ class Supervised(ClassifierMethod):
         return {"ce": labelled_cross_entropy(logits, batch["y"], self.cfg.label_smoothing)}
 
 
-DIVERGENCES = {
-    "forward-kl": losses.forward_kl, "reverse-kl": losses.reverse_kl,
-    "jsd": losses.generalized_jsd, "skew-forward-kl": losses.skew_forward_kl,
-    "skew-reverse-kl": losses.skew_reverse_kl, "tvd": losses.total_variation,
-}
-
-
-def divergence_kwargs(name: str, beta: float) -> dict[str, Any]:
-    if name == "jsd":
-        return {"beta": beta}
-    if name.startswith("skew"):
-        return {"alpha": beta}
-    return {}
-
-
 class SoftTargetConfig(ClassifierMethodConfig):
     """Options of Hinton's soft-target term, shared by `kd` and the methods built on it."""
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the distillation term")
-    divergence: Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl",
-                        "skew-reverse-kl", "tvd"] = "forward-kl"
+    divergence: losses.DivergenceName = "forward-kl"
     beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
 
 
@@ -158,10 +142,10 @@ class SoftTargetMethod(ClassifierMethod):
         cfg, out = self.cfg, {}
         if cfg.alpha < 1:
             out["ce"] = (1 - cfg.alpha) * labelled_cross_entropy(student, labels, cfg.label_smoothing)
-        divergence = DIVERGENCES[cfg.divergence]
+        divergence = losses.DIVERGENCES[cfg.divergence]
         out["kd"] = cfg.alpha * divergence(student if distill_student is None else distill_student,
                                            teacher, temperature=cfg.temperature,
-                                           **divergence_kwargs(cfg.divergence, cfg.beta))
+                                           **losses.divergence_options(cfg.divergence, cfg.beta))
         return out
 
 
