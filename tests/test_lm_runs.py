@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from distill.cli import app
 from distill.config import load_config
-from distill.errors import CheckpointError, ConfigError, ModelMismatchError
+from distill.errors import CheckpointError, ConfigError, DataError, ModelMismatchError
 from distill.runner import run
 
 WORDS = ("the cat sat on a mat and the dog ran to the red house while birds sang in old green "
@@ -134,3 +134,44 @@ def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
     wider = load_config(lm_files / "run.yaml", [f"student.init_from={base.run_dir}", "student.hidden=32"])
     with pytest.raises(ModelMismatchError, match="hidden_size: 16 there vs 32 here"):
         run(wider, tmp_path / "wider")
+
+
+def test_generate_then_seq_kd_and_resume_after_a_cut_line(lm_files: Path, tmp_path: Path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat\n\nthe dog ran\na red house\n")
+    out = tmp_path / "gens.jsonl"
+    args = ["lm", "generate", str(lm_files / "run.yaml"), "--prompts", str(prompts), "--out", str(out),
+            "--max-new-tokens", "12"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[1])["prompt"].startswith("the dog")
+    out.write_text(out.read_text()[:-10])  # a kill in the middle of the last line
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert out.read_text().splitlines() == lines  # the cut line was written again, the same
+    other = CliRunner().invoke(app, [*args, "--temperature", "0.3"])
+    assert other.exit_code == 2 and "another teacher or settings" in other.output
+    cfg = load_config(lm_files / "run.yaml", ["method={name: seq-kd}", f"data.path={out}",
+                                              "data.test_fraction=0.34", "train.steps=2", "train.batch_size=1"])
+    result = run(cfg, tmp_path / "seq", evaluate=False)
+    assert (result.run_dir / "student" / "model.safetensors").is_file()
+    plain = load_config(lm_files / "run.yaml", ["method={name: seq-kd}"])
+    with pytest.raises(ConfigError, match="distill lm generate"):
+        run(plain, tmp_path / "plain")
+
+
+def test_prompt_longer_than_the_context_and_bad_prompt_files(lm_files: Path, tmp_path: Path):
+    from distill.lm.generate import read_prompts
+
+    prompts = tmp_path / "long.txt"
+    prompts.write_text(" ".join(["the"] * 60) + "\n")
+    result = CliRunner().invoke(app, ["lm", "generate", str(lm_files / "run.yaml"), "--prompts", str(prompts),
+                                      "--out", str(tmp_path / "g.jsonl"), "--max-new-tokens", "12"])
+    assert result.exit_code == 2 and "exceeds the teacher's context of 64" in result.output
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"text": "no prompt key"}\n')
+    with pytest.raises(DataError, match="line 1"):
+        read_prompts(bad)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="no prompt"):
+        read_prompts(tmp_path / "empty.txt")

@@ -141,6 +141,29 @@ def cache_teacher(
                   f"tokens, top-{identity['k']}, {len(manifest['shards'])} shards)")
 
 
+@lm_app.command("generate")
+def generate(
+    config: Annotated[Path, typer.Argument(help="an LM run config (its teacher)")],
+    prompts: Annotated[Path, typer.Option(help="prompts: .txt (one per line) or .jsonl ({'prompt': ...})")],
+    out: Annotated[Path, typer.Option(help="the jsonl of {prompt, completion} to write (resumes)")],
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per completion")] = 64,
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0: greedy")] = 0.7,
+    seed: Annotated[int, typer.Option(help="sampling seed (prompt i uses seed + i)")] = 0,
+) -> None:
+    """The config's teacher completes every prompt; train on the result with method seq-kd and
+    data.path=<out>. Re-running resumes after the last finished line."""
+    from distill.config import load_config
+    from distill.lm.runner import generate_for
+
+    try:
+        n = generate_for(load_config(config), prompts, out, max_new_tokens=max_new_tokens,
+                         temperature=temperature, seed=seed)
+    except DistillError as err:
+        _fail(err)
+        return
+    console.print(f"teacher generations: {out} ({n} prompts)")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where the demo runs go")] = Path("runs/demo"),

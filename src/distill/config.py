@@ -172,7 +172,8 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> BaseModel:
 
 
 # Paths in a config are relative to the config file when they exist there.
-PATH_KEYS = (("teacher", "path"), ("teacher", "config"), ("data", "path"))
+PATH_KEYS = (("teacher", "path"), ("teacher", "config"), ("data", "path"), ("student", "init_from"),
+             ("method", "cache_dir"))
 TEACHER_LISTS = (("method", "teachers"),)  # lists of teacher sections (ensembles)
 
 

@@ -63,6 +63,7 @@ def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, A
     method_cls = METHODS.get(cfg.method.name)
     check_lm_config(cfg)
     teacher, meta = load_configured_teacher(cfg, "")
+    method_cls.check_inputs(cfg, teacher)
     tokenizer = meta["tokenizer"]
     data = cfg.data.build_tokens(tokenizer)
     if len(data.train_ids) == 0 or float(data.train_mask[:, 1:].sum()) == 0:
@@ -123,3 +124,15 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     write_report(run_dir)
     return rows
+
+
+def generate_for(cfg: Any, prompts: Path, out: Path, *, max_new_tokens: int, temperature: float,
+                 seed: int) -> int:
+    """The teacher of an LM config completes every prompt of `prompts` into `out` (jsonl)."""
+    from distill.lm.generate import generate_completions, read_prompts
+
+    check_lm_config(cfg)
+    teacher, meta = cfg.teacher.load()
+    return generate_completions(teacher, meta["tokenizer"], read_prompts(prompts), out,
+                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                progress=cfg.train.progress)
