@@ -455,3 +455,22 @@ def test_on_policy_batches_replace_the_text_with_student_samples():
     assert DistillSpec.Config().divergence == "tvd" and DistillSpec.Config().on_policy_fraction == 1.0
     with pytest.raises(Exception, match="no cache holds"):
         OnPolicyKD.Config(signal="cache")
+
+
+# --------------------------------------------------------------------- teacher hacking
+
+
+def test_hacking_verdict_flags_golden_rising_while_proxy_falls():
+    from distill.lm.monitor import hacking_verdict
+
+    def log(proxy, golden):
+        return [{"step": 10 * (i + 1), "monitor/proxy_kl": p, "monitor/golden_nll": g}
+                for i, (p, g) in enumerate(zip(proxy, golden, strict=True))] + [{"step": 99, "loss": 1.0}]
+
+    hacked = hacking_verdict(log([3.0, 2.0, 1.5, 1.0], [5.0, 4.5, 4.7, 4.9]))
+    assert hacked["hacking"] and "fell 2.000 -> 1.000" in hacked["message"] and hacked["steps"] == [10, 20, 30, 40]
+    healthy = hacking_verdict(log([3.0, 2.0, 1.5], [5.0, 4.5, 4.4]))
+    assert not healthy["hacking"]
+    both_worse = hacking_verdict(log([3.0, 2.0, 2.5], [5.0, 4.5, 4.9]))  # proxy rose too: not hacking
+    assert not both_worse["hacking"]
+    assert hacking_verdict([{"step": 1, "loss": 2.0}]) is None

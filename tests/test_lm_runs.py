@@ -175,3 +175,14 @@ def test_prompt_longer_than_the_context_and_bad_prompt_files(lm_files: Path, tmp
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(DataError, match="no prompt"):
         read_prompts(tmp_path / "empty.txt")
+
+
+def test_teacher_hacking_monitor_is_logged_and_reported(lm_files: Path, tmp_path: Path):
+    cfg = load_config(lm_files / "run.yaml", ["method.monitor_every=2", "method.monitor_blocks=2",
+                                              "train.log_every=2"])
+    run(cfg, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("monitor/proxy_kl" in row for row in log) == 3
+    verdict = json.loads((tmp_path / "run" / "eval.json").read_text())["teacher_hacking"]
+    assert verdict["steps"] == [2, 4, 6] and isinstance(verdict["hacking"], bool)
+    assert "teacher hacking" in (tmp_path / "run" / "report.html").read_text()

@@ -23,6 +23,7 @@ from distill.data.text import TokenData
 from distill.errors import ConfigError, ModelMismatchError
 from distill.kd.losses import DivergenceName
 from distill.lm.chunked import chunked_vocab_loss
+from distill.lm.monitor import TeacherHackingMonitor
 from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
@@ -30,6 +31,9 @@ from distill.train.batches import Batch
 
 
 class LMMethodConfig(MethodConfig):
+    monitor_every: int = Field(0, ge=0, description=(
+        "every N steps log KL to the teacher on training blocks and held-out NLL (teacher-hacking monitor); 0: off"))
+    monitor_blocks: int = Field(8, gt=0, description="blocks the monitor measures on, per split")
     chunk_size: int = Field(256, gt=0, description=(
         "token rows per chunk of the vocabulary loss (256: ~0.1x the naive peak memory at vocab 49k, bench/lm_kd.py)"))
 
@@ -59,6 +63,16 @@ class LMMethod(Method):
             self.teacher = teacher
         self.cached_targets = cached_targets
         self._rows = data.training_rows()
+        n = cfg.monitor_blocks
+        self.monitor = TeacherHackingMonitor(cfg.monitor_every, (data.train_ids[:n], data.train_mask[:n]),
+                                             (data.test_ids[:n], data.test_mask[:n]))
+
+    def after_step(self, step: int, updated: list[str]) -> None:
+        if updated and hasattr(self, "teacher"):
+            self.monitor.measure(self.student, self.teacher, step)
+
+    def step_logs(self) -> dict[str, float]:
+        return dict(self.monitor.last)
 
     @classmethod
     def check_inputs(cls, cfg: Any, teacher: nn.Module) -> None:
@@ -239,6 +253,7 @@ class LMKD(LMMethod):
         self._step_loss = 0.0
 
     def after_step(self, step: int, updated: list[str]) -> None:
+        super().after_step(step, updated)
         if self.taid is not None and updated:
             self.taid.update(self._step_loss, step)
 
@@ -283,4 +298,4 @@ class LMKD(LMMethod):
         return losses
 
     def step_logs(self) -> dict[str, float]:
-        return {"taid/t": self.taid.t} if self.taid else {}
+        return {**super().step_logs(), **({"taid/t": self.taid.t} if self.taid else {})}

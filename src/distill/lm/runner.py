@@ -20,6 +20,7 @@ from distill.errors import ConfigError, DataError
 from distill.export_dir import read_meta_json, staged_directory
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
 from distill.lm.loading import check_same_vocabulary, load_causal_lm
+from distill.lm.monitor import hacking_verdict
 from distill.metrics.lm import lm_scores
 from distill.models.causal_lm import LlamaStudentConfig
 from distill.registry import METHODS
@@ -121,6 +122,11 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
               "family": "lm", "primary_metric": "perplexity",
               "metrics": ["perplexity", "kl_to_teacher", "top1_agreement", "acceptance_rate"],
               "n_tokens": int(data.test_mask[:, 1:].sum()), "rows": rows}
+    metrics = run_dir / "metrics.jsonl"
+    log = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+    verdict = hacking_verdict(log)
+    if verdict is not None:
+        result["teacher_hacking"] = verdict
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     write_report(run_dir)
     return rows

@@ -253,7 +253,11 @@ def lm_sentences(eval_data: dict) -> list[str]:
 
 
 def _lm_html(eval_data: dict) -> tuple[str, str]:
-    summary = _summary_list(lm_sentences(eval_data))
+    sentences = lm_sentences(eval_data)
+    monitor = eval_data.get("teacher_hacking")
+    if monitor:
+        sentences.append(("WARNING: " if monitor["hacking"] else "") + monitor["message"] + ".")
+    summary = _summary_list(sentences)
     meta = (f"text {eval_data.get('dataset', '?')} · {eval_data.get('n_tokens', '?')} held-out target "
             "tokens · KL: KL(teacher || model) per token, nats · agreement: same argmax token · "
             "draft acceptance: E[sum min(p_teacher, p_model)], teacher-forced; tokens per teacher "
