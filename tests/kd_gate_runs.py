@@ -9,9 +9,14 @@ baseline), transfer set and seeds.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import statistics
 from functools import cache
 from pathlib import Path
+
+from filelock import FileLock
 
 from distill.config import load_config
 from distill.runner import run
@@ -43,5 +48,14 @@ def mean(values: list[float]) -> float:
 
 @cache
 def label_only(out: Path) -> float:
-    """Mean accuracy of the label-only student (the `supervised` recipe), once per directory."""
-    return mean(accuracies(out, "supervised"))
+    """Mean accuracy of the label-only student (the `supervised` recipe): computed once per test
+    session and shared by the gate files (file-locked under $DISTILL_CACHE, keyed by the recipe
+    and the gate settings), whichever xdist worker runs them."""
+    recipe = CONFIGS / "supervised-mnist1d.yaml"
+    key = hashlib.sha256(f"{recipe.read_text()}{SEEDS}{GATE_STEPS}".encode()).hexdigest()[:16]
+    path = Path(os.environ["DISTILL_CACHE"]) / "gate-results" / f"label-only-{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            path.write_text(json.dumps(mean(accuracies(out, "supervised"))))
+        return json.loads(path.read_text())

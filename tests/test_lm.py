@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from distill.data.text import Document, TextDataConfig, pack_blocks, read_documents
+from distill.data.text import Document, TextDataConfig, TokenData, pack_blocks, read_documents
 from distill.errors import CheckpointError, ConfigError, DataError, ModelMismatchError
 from distill.kd.losses import DIVERGENCES
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
@@ -166,7 +165,8 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _method(cls, **options):
-    data = SimpleNamespace(training_rows=lambda: {})
+    batch = _batch()
+    data = TokenData("test", batch["input_ids"], batch["target_mask"], batch["input_ids"], batch["target_mask"])
     return cls(cls.Config(**options), student=tiny_llama(0), teacher=tiny_llama(1).eval(),
                data=data, seed=0, total_steps=1)
 

@@ -112,17 +112,6 @@ def test_lm_methods_refuse_other_sections(lm_files: Path, tmp_path: Path, overri
         run(cfg, tmp_path / "run")
 
 
-def test_taid_state_is_checkpointed_and_logged(lm_files: Path, tmp_path: Path):
-    cfg = load_config(lm_files / "run.yaml", ["method.taid={t_start: 0.4, alpha: 0.1}", "train.log_every=1",
-                                              "method.signal=dense", "method.alpha=1.0"])
-    run(cfg, tmp_path / "run", evaluate=False)
-    state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
-    t = state["method"]["taid"]["t"]
-    assert 0.4 < t <= 1.0
-    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert log[-1]["taid/t"] == pytest.approx(t)
-
-
 def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
     base = run(load_config(lm_files / "run.yaml", ["train.steps=2"]), tmp_path / "base", evaluate=False)
     trained = AutoModelForCausalLM.from_pretrained(base.run_dir / "student")
@@ -177,11 +166,16 @@ def test_prompt_longer_than_the_context_and_bad_prompt_files(lm_files: Path, tmp
         read_prompts(tmp_path / "empty.txt")
 
 
-def test_teacher_hacking_monitor_is_logged_and_reported(lm_files: Path, tmp_path: Path):
-    cfg = load_config(lm_files / "run.yaml", ["method.monitor_every=2", "method.monitor_blocks=2",
-                                              "train.log_every=2"])
+def test_taid_and_the_teacher_hacking_monitor_are_logged_checkpointed_and_reported(lm_files: Path, tmp_path: Path):
+    cfg = load_config(lm_files / "run.yaml", ["method.taid={t_start: 0.4, alpha: 0.1}", "method.signal=dense",
+                                              "method.alpha=1.0", "method.monitor_every=2",
+                                              "method.monitor_blocks=2", "train.log_every=2"])
     run(cfg, tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
+    t = state["method"]["taid"]["t"]
+    assert 0.4 < t <= 1.0
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["taid/t"] == pytest.approx(t, rel=0.2)  # averaged over the last two steps
     assert sum("monitor/proxy_kl" in row for row in log) == 3
     verdict = json.loads((tmp_path / "run" / "eval.json").read_text())["teacher_hacking"]
     assert verdict["steps"] == [2, 4, 6] and isinstance(verdict["hacking"], bool)
