@@ -405,3 +405,30 @@ def test_vocabulary_mismatch_names_both_sizes(name: str):
     _, t = rand_logits(2, 7)
     with pytest.raises(ValueError, match=r"student vocabulary size 5 .* teacher vocabulary size 7"):
         ALL_LOSSES[name](s, t)
+
+
+# --------------------------------------------------------------------------- adaptive KL
+
+
+def test_adaptive_kl_hand_computed_and_weights():
+    """p_t = (0.6, 0.3, 0.1), p_s = (0.3, 0.3, 0.4), mu 0.5: the head is {0} (0.6 >= 0.5);
+    g_head = 0.3, g_tail = 0 + 0.3 = 0.3, so AKL = (FKL + RKL) / 2."""
+    pt = torch.tensor([[0.6, 0.3, 0.1]], dtype=F64)
+    ps = torch.tensor([[0.3, 0.3, 0.4]], dtype=F64)
+    fkl = float((pt * (pt / ps).log()).sum())
+    rkl = float((ps * (ps / pt).log()).sum())
+    value = L.adaptive_kl(ps.log(), pt.log(), mu=0.5)
+    assert value.item() == pytest.approx(0.5 * fkl + 0.5 * rkl, rel=1e-12)
+    # mu = 0.95: head {0, 1} (0.6 + 0.3 < 0.95 needs the third too) -> head is every entry
+    assert L.adaptive_kl(ps.log(), pt.log(), mu=0.95).item() == pytest.approx(fkl, rel=1e-12)
+    same = L.adaptive_kl(pt.log(), pt.log())
+    assert same.item() == pytest.approx(0.0, abs=1e-15)
+    # the weights are constants: the gradient is w·grad(FKL) + (1 - w)·grad(RKL)
+    x = ps.log().clone().requires_grad_()
+    (g_akl,) = torch.autograd.grad(L.adaptive_kl(x, pt.log()), x)
+    (g_f,) = torch.autograd.grad(L.forward_kl(x, pt.log()), x)
+    (g_r,) = torch.autograd.grad(L.reverse_kl(x, pt.log()), x)
+    assert torch.allclose(g_akl, 0.5 * g_f + 0.5 * g_r, atol=1e-12)
+    s, t = rand_logits(3, 7)
+    with pytest.raises(ValueError, match="mu"):
+        L.adaptive_kl(s, t, mu=1.5)

@@ -367,6 +367,48 @@ def total_variation(
     return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
 
 
+def adaptive_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    mu: float = 0.5,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Adaptive KL (AKL) of Wu et al. 2024, "Rethinking Kullback-Leibler Divergence in
+    Knowledge Distillation for Large Language Models" (§4), times T².
+
+    The head H is the smallest set of the teacher's most probable entries holding at least
+    `mu` of its mass; g_head = sum_{v in H} |p_t(v) - p_s(v)|, g_tail = the same over the rest.
+    AKL = g_head / (g_head + g_tail) · KL(p_t || p_s) + g_tail / (g_head + g_tail) · KL(p_s || p_t):
+    forward KL (which fits the head first) weighs more where the gap sits in the head, reverse
+    KL where it sits in the tail. The two weights are treated as constants (no gradient). When
+    student and teacher agree (both gaps 0) the weights are 1/2 each.
+    Shapes: logits (..., V), mask (...,); returns a scalar, or (...,) for reduction="none".
+    """
+    m = _check_unit("mu", mu)
+    t2 = _check_temperature(temperature)
+
+    def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
+        log_pt, log_ps = F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)
+        with torch.no_grad():
+            pt, ps = log_pt.exp(), log_ps.exp()
+            order = pt.argsort(-1, descending=True)
+            sorted_pt = pt.gather(-1, order)
+            before = sorted_pt.cumsum(-1) - sorted_pt  # mass of the entries ranked above
+            in_head = torch.zeros_like(pt, dtype=torch.bool).scatter(-1, order, before < m)
+            gap = (pt - ps).abs()
+            g_head = torch.where(in_head, gap, torch.zeros_like(gap)).sum(-1)
+            g_tail = gap.sum(-1) - g_head
+            total = g_head + g_tail
+            w_head = torch.where(total > 0, g_head / total.clamp_min(1e-30), torch.full_like(total, 0.5))
+        fkl, rkl = _xlogx_kl(log_pt, log_ps), _xlogx_kl(log_ps, log_pt)
+        return (w_head * fkl + (1 - w_head) * rkl) * t2**2
+
+    return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
+
+
 def dkd(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -559,15 +601,19 @@ __all__ = [
 DIVERGENCES: dict[str, Callable[..., Tensor]] = {
     "forward-kl": forward_kl, "reverse-kl": reverse_kl, "jsd": generalized_jsd,
     "skew-forward-kl": skew_forward_kl, "skew-reverse-kl": skew_reverse_kl, "tvd": total_variation,
+    "adaptive-kl": adaptive_kl,
 }
-DivergenceName = Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl", "skew-reverse-kl", "tvd"]
+DivergenceName = Literal["forward-kl", "reverse-kl", "jsd", "skew-forward-kl", "skew-reverse-kl", "tvd",
+                         "adaptive-kl"]
 
 
 def divergence_options(name: str, beta: float) -> dict[str, float]:
     """The keyword a config's `beta` becomes for divergence `name`: jsd's beta, the skew KLs'
-    alpha, nothing for the others."""
+    alpha, adaptive KL's head mass mu, nothing for the others."""
     if name == "jsd":
         return {"beta": beta}
     if name.startswith("skew"):
         return {"alpha": beta}
+    if name == "adaptive-kl":
+        return {"mu": beta}
     return {}

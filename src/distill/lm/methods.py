@@ -209,7 +209,8 @@ class LMKD(LMMethod):
     """Token-level KD on a text dataset (supervised KD in GKD's terms, Agarwal et al. 2024, §3):
     loss per target token = alpha · D(p_t || p_s) + (1 - alpha) · CE, D any divergence of
     `distill.kd.losses` (forward KL, reverse KL, generalized JSD(beta) with exact endpoints,
-    skew KLs, TVD), loss temperature `temperature` with the T² factor.
+    skew KLs, TVD, adaptive KL with head mass beta), loss temperature `temperature` with the
+    T² factor.
 
     Teacher signal (`signal`): `dense` runs the live teacher on every batch and compares full
     distributions (chunk by chunk); `top-k` keeps the live teacher's top `top_k` ids and a tail
@@ -227,7 +228,7 @@ class LMKD(LMMethod):
     class Config(LMMethodConfig):
         name: Literal["lm-kd"] = "lm-kd"
         divergence: DivergenceName = "forward-kl"
-        beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
+        beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs / head mass mu of adaptive-kl")
         temperature: float = Field(1.0, gt=0, description="loss temperature (not the sampling one)")
         alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation term")
         signal: Literal["dense", "top-k", "cache"] = "dense"

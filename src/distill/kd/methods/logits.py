@@ -127,7 +127,7 @@ class SoftTargetConfig(ClassifierMethodConfig):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the distillation term")
     divergence: losses.DivergenceName = "forward-kl"
-    beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs")
+    beta: float = Field(0.5, ge=0, le=1, description="beta of jsd / alpha of the skew KLs / head mass mu of adaptive-kl")
 
 
 class SoftTargetMethod(ClassifierMethod):
