@@ -123,6 +123,19 @@ def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
     wider = load_config(lm_files / "run.yaml", [f"student.init_from={base.run_dir}", "student.hidden=32"])
     with pytest.raises(ModelMismatchError, match="hidden_size: 16 there vs 32 here"):
         run(wider, tmp_path / "wider")
+    # a student with another tokenizer is refused, even with the same architecture
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([" ".join(w.upper() for w in WORDS)], trainers.WordLevelTrainer(
+        special_tokens=["[UNK]", "<eos>"]))
+    foreign = tmp_path / "foreign"
+    trained.save_pretrained(foreign)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="[UNK]").save_pretrained(foreign)
+    other = load_config(lm_files / "run.yaml", [f"student.init_from={foreign}"])
+    with pytest.raises(ModelMismatchError, match="cross-tokenizer"):
+        run(other, tmp_path / "other")
 
 
 def test_generate_then_seq_kd_and_resume_after_a_cut_line(lm_files: Path, tmp_path: Path):

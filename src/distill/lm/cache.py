@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from distill.errors import CheckpointError
-from distill.lm.targets import DenseTargets, SparseTargets
+from distill.lm.targets import DenseTargets, SparseTargets, predicting_hidden_states
 
 FORMAT = "distill.teacher-topk/v1"
 MANIFEST = "manifest.json"
@@ -92,7 +92,7 @@ def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
 @torch.no_grad()
 def teacher_topk(teacher: nn.Module, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k next-token ids and log-probs (B, L-1, k) of the teacher on blocks `ids` (B, L)."""
-    hidden = teacher.model(input_ids=ids).last_hidden_state[:, :-1]
+    hidden = predicting_hidden_states(teacher, ids)
     dense = DenseTargets(hidden.reshape(-1, hidden.shape[-1]), teacher.get_output_embeddings().weight)
     top = dense.topk(k)
     return (top.indices.view(*hidden.shape[:2], k).to(torch.int32),

@@ -34,16 +34,15 @@ class _ChunkedVocabLoss(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if need_w else None
         dtype = torch.promote_types(hidden.dtype, torch.float32)  # bf16/fp16 logits in float32
         total = hidden.new_zeros((), dtype=dtype)
-        w_detached = weight.detach()
+        w = weight.detach().requires_grad_(need_w)  # one leaf; each chunk builds its own graph
         for start in range(0, hidden.shape[0], chunk_size):
             rows = torch.arange(start, min(start + chunk_size, hidden.shape[0]), device=hidden.device)
             with torch.enable_grad():
                 h = hidden[start:start + len(rows)].detach().requires_grad_(need_h)
-                w = w_detached.requires_grad_(need_w) if need_w else w_detached
                 logits = (h @ w.T).to(dtype)
-                terms = row_loss(logits, rows)
                 scale = row_weights[start:start + len(rows)].to(dtype)
-                loss = sum((t * scale).sum() for t in terms.values())
+                weighted = {name: (t * scale).sum() for name, t in row_loss(logits, rows).items()}
+                loss = sum(weighted.values())
             wanted = [x for x, need in ((h, need_h), (w, need_w)) if need]
             if wanted:
                 grads = list(torch.autograd.grad(loss, wanted))
@@ -52,9 +51,8 @@ class _ChunkedVocabLoss(torch.autograd.Function):
                 if need_w:
                     grad_w += grads.pop(0).to(grad_w.dtype)
             total += loss.detach()
-            for name, t in terms.items():
-                parts[name] = parts.get(name, 0.0) + (t.detach() * scale).sum()
-            w_detached = weight.detach()
+            for name, value in weighted.items():
+                parts[name] = parts.get(name, 0.0) + value.detach()
         ctx.save_for_backward(grad_h if need_h else None, grad_w if need_w else None)
         return total
 

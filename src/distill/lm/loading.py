@@ -167,6 +167,7 @@ def check_same_vocabulary(teacher: nn.Module, teacher_tok: Any, student: nn.Modu
     if v_t != v_s and not truncate_vocab:
         raise ModelMismatchError(
             f"teacher output layer has {v_t} rows but the student's has {v_s} with the same "
-            "tokenizer (a padded vocabulary); set method.truncate_vocab: true to compare the "
-            f"first {min(v_t, v_s)} entries")
+            "tokenizer (a padded vocabulary); runs build the student on the teacher's vocabulary, "
+            f"so start from a model with {v_t} rows (library callers may pass truncate_vocab=True "
+            f"to compare the first {min(v_t, v_s)} entries)")
     return min(v_t, v_s)

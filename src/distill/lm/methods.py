@@ -1,5 +1,6 @@
-"""Token-level language-model distillation: the cross-entropy baseline (`lm-ce`) and KD on a
-text dataset (`lm-kd`), both through the chunked vocabulary loss.
+"""Token-level language-model distillation through the chunked vocabulary loss: the
+cross-entropy baseline (`lm-ce`), sequence-level KD on teacher generations (`seq-kd`) and KD
+on a text dataset (`lm-kd`, with TAID); the on-policy methods build on `lm-kd` in on_policy.py.
 
 Every loss is normalised per target token over the process's whole batch (all accumulation
 micro-batches together): `prepare_batch` stores accum / tokens-in-batch, so the trainer's
@@ -24,7 +25,12 @@ from distill.errors import ConfigError, ModelMismatchError
 from distill.kd.losses import DivergenceName
 from distill.lm.chunked import chunked_vocab_loss
 from distill.lm.monitor import TeacherHackingMonitor
-from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
+from distill.lm.targets import (
+    DenseTargets,
+    SparseTargets,
+    predicting_hidden_states,
+    token_divergence,
+)
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
 from distill.train.batches import Batch
@@ -99,14 +105,9 @@ class LMMethod(Method):
         index = (flat != 0).nonzero().squeeze(-1)
         return index, ids[:, 1:].reshape(-1)[index], flat[index]
 
-    @staticmethod
-    def hidden_states(model: nn.Module, ids: Tensor) -> Tensor:
-        """Final hidden states (B, L-1, D) at the positions that predict ids[:, 1:]."""
-        return model.base_model(input_ids=ids).last_hidden_state[:, :-1]
-
     def fused_loss(self, batch: Batch, index: Tensor, weights: Tensor, row_loss: Any) -> dict[str, Tensor]:
         """The chunked vocabulary loss of the student at the flat target positions `index`."""
-        hidden = self.hidden_states(self.student, batch["input_ids"])
+        hidden = predicting_hidden_states(self.student, batch["input_ids"])
         hidden = hidden.reshape(-1, hidden.shape[-1])[index]
         total, parts = chunked_vocab_loss(hidden, self.student.get_output_embeddings().weight,
                                           row_loss, weights, chunk_size=self.cfg.chunk_size)
@@ -222,7 +223,7 @@ class LMKD(LMMethod):
     buckets for top-k signals), t rising from t_start to t_end by the adaptive rule of its Alg. 1
     (`TAIDSchedule`), checkpointed with the run. The rule is written from the paper; the
     reference code was not available to compare with.
-    Not here yet: on-policy data (GKD's lambda), adaptive KL (later slices of issue 7).
+    On-policy data (GKD's lambda) is `on-policy` / `distillspec` (on_policy.py).
     """
 
     class Config(LMMethodConfig):
@@ -274,7 +275,7 @@ class LMKD(LMMethod):
             k = ids.shape[-1]
             return SparseTargets(ids.reshape(-1, k)[index].long(), lps.reshape(-1, k)[index].float())
         with torch.no_grad():
-            hidden = self.hidden_states(self.teacher, batch["input_ids"])
+            hidden = predicting_hidden_states(self.teacher, batch["input_ids"])
             dense = DenseTargets(hidden.reshape(-1, hidden.shape[-1])[index],
                                  self.teacher.get_output_embeddings().weight)
         return dense.topk(self.cfg.top_k, self.cfg.chunk_size) if self.cfg.signal == "top-k" else dense
@@ -295,7 +296,8 @@ class LMKD(LMMethod):
             return out
 
         losses = self.fused_loss(batch, index, weights, row_loss)
-        self._step_loss += float(losses["kd"].detach())
+        if self.taid is not None:  # TAID's schedule reads the step's loss (one sync per forward)
+            self._step_loss += float(losses["kd"].detach())
         return losses
 
     def step_logs(self) -> dict[str, float]:

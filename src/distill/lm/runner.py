@@ -19,7 +19,7 @@ from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import ConfigError, DataError
 from distill.export_dir import read_meta_json, staged_directory
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
-from distill.lm.loading import check_same_vocabulary, load_causal_lm
+from distill.lm.loading import load_causal_lm
 from distill.lm.monitor import hacking_verdict
 from distill.metrics.lm import lm_scores
 from distill.models.causal_lm import LlamaStudentConfig
@@ -69,8 +69,7 @@ def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, A
     data = cfg.data.build_tokens(tokenizer)
     if len(data.train_ids) == 0 or float(data.train_mask[:, 1:].sum()) == 0:
         raise DataError(f"data {cfg.data.describe()} gives no training tokens; add text")
-    student = cfg.student.build_lm(teacher, cfg.train.seed)
-    check_same_vocabulary(teacher, tokenizer, student, tokenizer)
+    student = cfg.student.build_lm(teacher, tokenizer, cfg.train.seed)  # the teacher's vocabulary
     cached = None
     if getattr(cfg.method, "signal", None) == "cache":
         directory = cfg.method.cache_dir or run_dir / "teacher-cache"

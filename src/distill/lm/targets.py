@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill.kd import losses
 
@@ -40,6 +40,12 @@ def log1mexp(x: Tensor) -> Tensor:
 def with_tail(logprobs: Tensor) -> Tensor:
     """(..., k) log-probs of k outcomes -> (..., k + 1) with the remaining mass as the last entry."""
     return torch.cat([logprobs, log1mexp(torch.logsumexp(logprobs, -1, keepdim=True))], -1)
+
+
+def predicting_hidden_states(model: nn.Module, ids: Tensor) -> Tensor:
+    """A causal LM's final hidden states (B, L-1, D) at the positions that predict ids[:, 1:]
+    (after the final norm; the output layer is applied chunk by chunk by the callers)."""
+    return model.base_model(input_ids=ids).last_hidden_state[:, :-1]
 
 
 @dataclass

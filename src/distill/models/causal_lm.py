@@ -13,7 +13,7 @@ folder), e.g. a pretrained draft that DistillSpec then distils.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -47,8 +47,9 @@ class LlamaStudentConfig(BaseModel):
             raise ValueError(f"heads {self.heads} is not divisible by kv_heads {self.kv_heads}")
         return self
 
-    def build_lm(self, teacher: nn.Module, seed: int) -> nn.Module:
-        """A LlamaForCausalLM with the teacher's vocabulary and special-token ids."""
+    def build_lm(self, teacher: nn.Module, tokenizer: Any, seed: int) -> nn.Module:
+        """A LlamaForCausalLM with the teacher's vocabulary and special-token ids (`tokenizer`
+        is the teacher's: a student started from `init_from` must share it)."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
         tc = teacher.config
@@ -64,7 +65,7 @@ class LlamaStudentConfig(BaseModel):
             torch.manual_seed(seed)
             model = LlamaForCausalLM(config)
         if self.init_from is not None:
-            load_same_architecture(model, self.init_from)
+            load_same_architecture(model, self.init_from, teacher, tokenizer)
         elif self.init == "teacher-embeddings":
             source = teacher.get_input_embeddings().weight
             if source.shape[1] != self.hidden:
@@ -77,13 +78,15 @@ class LlamaStudentConfig(BaseModel):
         return model
 
 
-def load_same_architecture(model: nn.Module, source: Path) -> None:
+def load_same_architecture(model: nn.Module, source: Path, teacher: nn.Module, tokenizer: Any) -> None:
     """Copy the weights of the causal LM at `source` (a run directory's student/ or a
-    transformers folder) into `model`; a ModelMismatchError naming the differing settings."""
-    from distill.lm.loading import load_causal_lm
+    transformers folder) into `model`; a ModelMismatchError when its tokenizer is not the
+    teacher's, or naming the settings where its architecture differs."""
+    from distill.lm.loading import check_same_vocabulary, load_causal_lm
 
     folder = source / "student" if (source / "student" / "config.json").is_file() else source
-    trained, _ = load_causal_lm(folder)
+    trained, trained_tokenizer = load_causal_lm(folder)
+    check_same_vocabulary(teacher, tokenizer, trained, trained_tokenizer)
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
     diffs = [f"{k}: {getattr(trained.config, k, None)} there vs {getattr(model.config, k, None)} here"

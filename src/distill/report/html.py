@@ -202,14 +202,17 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
     return summary, "".join(parts)
 
 
-def classifier_sentences(eval_data: dict) -> list[str]:
-    """One sentence per student row: accuracy and size against the teacher."""
+def _students_with_teacher(eval_data: dict) -> list[tuple[str, dict, dict]]:
+    """(name, row, teacher row) for every non-teacher row, when the run has a teacher row."""
     rows = {r.get("model"): r for r in eval_data.get("rows") or []}
     teacher = rows.get("teacher")
+    return [] if teacher is None else [(n, r, teacher) for n, r in rows.items() if n != "teacher"]
+
+
+def classifier_sentences(eval_data: dict) -> list[str]:
+    """One sentence per student row: accuracy and size against the teacher."""
     out = []
-    for name, row in rows.items():
-        if name == "teacher" or teacher is None:
-            continue
+    for name, row, teacher in _students_with_teacher(eval_data):
         text = (f"{name}: accuracy {100 * row['accuracy']:.1f}% vs teacher "
                 f"{100 * teacher['accuracy']:.1f}% with {teacher['parameters'] / row['parameters']:.1f}× "
                 f"fewer parameters")
@@ -219,28 +222,11 @@ def classifier_sentences(eval_data: dict) -> list[str]:
     return out
 
 
-def _summary_list(sentences: list[str]) -> str:
-    return ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
-            + "</ul>") if sentences else ""
-
-
-def _classifier_html(eval_data: dict) -> tuple[str, str]:
-    sentences = classifier_sentences(eval_data)
-    summary = _summary_list(sentences)
-    meta = (f"dataset {eval_data.get('dataset', '?')} · {eval_data.get('n_samples', '?')} held-out "
-            "inputs · ECE: expected calibration error, 15 bins · KL: KL(teacher || model), nats")
-    return summary, ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
-                     + _table_html(eval_data))
-
-
 def lm_sentences(eval_data: dict) -> list[str]:
-    """One sentence per student row: perplexity, KL and size against the teacher."""
-    rows = {r.get("model"): r for r in eval_data.get("rows") or []}
-    teacher = rows.get("teacher")
+    """One sentence per student row (perplexity, KL and size against the teacher), then the
+    teacher-hacking monitor's verdict when the run had one."""
     out = []
-    for name, row in rows.items():
-        if name == "teacher" or teacher is None:
-            continue
+    for name, row, teacher in _students_with_teacher(eval_data):
         text = (f"{name}: held-out perplexity {row['perplexity']:.2f} vs teacher "
                 f"{teacher['perplexity']:.2f} with {teacher['parameters'] / row['parameters']:.1f}× "
                 f"fewer parameters; KL(teacher || {name}) {row['kl_to_teacher']:.3f} nats per token, "
@@ -249,21 +235,35 @@ def lm_sentences(eval_data: dict) -> list[str]:
         if row.get("tokens_per_sec") and teacher.get("tokens_per_sec"):
             text += f"; {row['tokens_per_sec'] / teacher['tokens_per_sec']:.1f}× the teacher's tokens/s"
         out.append(text + ".")
+    monitor = eval_data.get("teacher_hacking")
+    if monitor:
+        out.append(("WARNING: " if monitor["hacking"] else "") + monitor["message"] + ".")
     return out
 
 
+def _summary_list(sentences: list[str]) -> str:
+    return ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
+            + "</ul>") if sentences else ""
+
+
+def _table_section(eval_data: dict, sentences: list[str], meta: str) -> tuple[str, str]:
+    """(summary list, comparison table with its meta line) for the families without NFE plots."""
+    return _summary_list(sentences), ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
+                                      + _table_html(eval_data))
+
+
+def _classifier_html(eval_data: dict) -> tuple[str, str]:
+    meta = (f"dataset {eval_data.get('dataset', '?')} · {eval_data.get('n_samples', '?')} held-out "
+            "inputs · ECE: expected calibration error, 15 bins · KL: KL(teacher || model), nats")
+    return _table_section(eval_data, classifier_sentences(eval_data), meta)
+
+
 def _lm_html(eval_data: dict) -> tuple[str, str]:
-    sentences = lm_sentences(eval_data)
-    monitor = eval_data.get("teacher_hacking")
-    if monitor:
-        sentences.append(("WARNING: " if monitor["hacking"] else "") + monitor["message"] + ".")
-    summary = _summary_list(sentences)
     meta = (f"text {eval_data.get('dataset', '?')} · {eval_data.get('n_tokens', '?')} held-out target "
             "tokens · KL: KL(teacher || model) per token, nats · agreement: same argmax token · "
             "draft acceptance: E[sum min(p_teacher, p_model)], teacher-forced; tokens per teacher "
             "call for 4 drafted tokens: (1 - a^5) / (1 - a)")
-    return summary, ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
-                     + _table_html(eval_data))
+    return _table_section(eval_data, lm_sentences(eval_data), meta)
 
 
 def _samples_html(run_dir: Path) -> str:
