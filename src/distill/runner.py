@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -224,7 +225,12 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
     for gen in models.values():
         gen.denoiser.to(device)
     scorer = make_scorer(data, cfg.eval)
-    rows, samples = evaluate_generators(models, data, cfg.eval, scorer)
+    reference = scorer.reference.contiguous().view(torch.uint8).numpy().tobytes()
+    context = {"data": cfg.data.model_dump(mode="json"), "device": device.type, "scorer": scorer.info(),
+               "reference": hashlib.sha256(reference).hexdigest(),
+               "eval": cfg.eval.model_dump(mode="json", exclude={"nfe", "timing_repeats", "timing_samples"})}
+    rows, samples = evaluate_generators(models, data, cfg.eval, scorer, context,
+                                        cached=("teacher",) if meta["role"] != "teacher" else ())
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
               "primary_metric": scorer.primary, "metrics": scorer.metrics,
               "n_samples": len(scorer.reference) if data.is_image else

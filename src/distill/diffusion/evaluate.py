@@ -17,6 +17,7 @@ from torch import Tensor
 from distill.config import EvalConfig
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.eval_cache import load_row, row_key, store_row
 from distill.diffusion.samplers import fixed_noise, nfe_of, sample
 from distill.metrics.samples import (
     energy_distance,
@@ -151,10 +152,15 @@ def time_sampler(gen: Generator, noise: Tensor, labels: Tensor | None, steps: in
 
 
 def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: EvalConfig,
-                        scorer: PointScorer | ImageScorer | None = None
+                        scorer: PointScorer | ImageScorer | None = None,
+                        cache_context: dict[str, Any] | None = None, cached: tuple[str, ...] = ()
                         ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
     """Rows {model, sampler, steps, nfe, guidance, <metrics>, ms_per_sample} and samples
-    {"data", "<model>/nfe=<nfe>"} (the first cfg.plot_points of each)."""
+    {"data", "<model>/nfe=<nfe>"} (the first cfg.plot_points of each).
+
+    Rows of the models named in `cached` (frozen ones: the teacher) are read from, or written
+    to, the evaluation cache (`eval_cache`) under a key made of their weights, sampler, steps
+    and `cache_context` (what else decides the row: data and evaluation settings)."""
     scorer = scorer or make_scorer(data, cfg)
     noise = fixed_noise(cfg.n_samples, data.shape, cfg.seed)
     labels = eval_labels(cfg.n_samples, data.num_classes)
@@ -163,15 +169,25 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
     samples = {"data": scorer.reference[: cfg.plot_points]}
     for label, gen in models.items():
         for steps in gen.steps:
-            x = generate(gen, noise, labels, steps)
-            nfe = nfe_of(gen.sampler, steps)
-            row: dict[str, Any] = {"model": label, "sampler": gen.sampler, "steps": steps, "nfe": nfe}
-            if gen.guidance != 1.0:
-                row["guidance"] = gen.guidance
-            row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
-            if cfg.timing_repeats:
+            key = None
+            if label in cached and cache_context is not None:
+                key = row_key(gen.denoiser, {**cache_context, "model": label, "sampler": gen.sampler,
+                                             "steps": steps, "guidance": gen.guidance, "eta": gen.eta})
+            hit = load_row(key) if key else None
+            if hit is not None:
+                row, plot = hit
+            else:
+                x = generate(gen, noise, labels, steps)
+                row = {"model": label, "sampler": gen.sampler, "steps": steps, "nfe": nfe_of(gen.sampler, steps)}
+                if gen.guidance != 1.0:
+                    row["guidance"] = gen.guidance
+                row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
+                plot = x[: cfg.plot_points].clone()
+                if key:
+                    store_row(key, row, plot)
+            if cfg.timing_repeats:  # timings are never cached: measured beside the student
                 row["ms_per_sample"] = time_sampler(gen, noise[:timing], None if labels is None
                                                     else labels[:timing], steps, cfg.timing_repeats)
             rows.append(row)
-            samples[f"{label}/nfe={nfe}"] = x[: cfg.plot_points].clone()
+            samples[f"{label}/nfe={row['nfe']}"] = plot
     return rows, samples

@@ -1,3 +1,3 @@
 """Step-distillation methods (and teacher training), one file per family."""
 
-from distill.diffusion.methods import consistency, ode_pairs, progressive, teacher  # noqa: F401
+from distill.diffusion.methods import consistency, distribution_matching, ode_pairs, progressive, teacher  # noqa: F401

@@ -42,6 +42,23 @@ def generation_labels(n: int, num_classes: int | None, seed: int) -> Tensor | No
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
 
 
+@torch.no_grad()
+def teacher_pairs(teacher: Denoiser, n: int, shape: tuple[int, ...], num_classes: int | None,
+                  seed: int, steps: int, sampler: str = "euler", guidance: float = 1.0) -> dict[str, Tensor]:
+    """{"noise": (n, *shape), "target": (n, *shape)[, "y": (n,)]}: n teacher ODE solutions
+    (`steps` steps of `sampler`, CFG scale `guidance`) from noise seeded by `seed`."""
+    noise = fixed_noise(n, shape, seed=10_007 + seed)
+    labels = generation_labels(n, num_classes, seed=20_011 + seed)
+    chunk = max(1, 2**17 // max(1, noise[0].numel()))
+    targets = [sample(teacher, e, steps, sampler, cond=None if labels is None else labels[i : i + chunk],
+                      guidance=guidance)
+               for e, i in zip(noise.split(chunk), range(0, n, chunk), strict=True)]
+    bank = {"noise": noise, "target": torch.cat(targets)}
+    if labels is not None:
+        bank["y"] = labels
+    return bank
+
+
 @METHODS.register("ode-pairs", summary="regress the student onto teacher (noise, ODE solution) pairs",
                   paper="Knowledge Distillation in Iterative Generative Models (Luhman & Luhman, 2021)")
 class OdePairs(Method):
@@ -66,22 +83,14 @@ class OdePairs(Method):
         self.num_classes = data.num_classes if student.conditional else None
         self._bank = self.make_pairs(cfg.pairs) if cfg.pairs else None
 
-    @torch.no_grad()
     def teacher_solution(self, noise: Tensor, labels: Tensor | None) -> Tensor:
-        return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler,
-                      cond=labels, guidance=self.cfg.guidance)
+        with torch.no_grad():
+            return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler,
+                          cond=labels, guidance=self.cfg.guidance)
 
     def make_pairs(self, n: int) -> dict[str, Tensor]:
-        """{"noise", "target"[, "y"]}: n teacher solutions from noise seeded by the run seed."""
-        noise = fixed_noise(n, self.shape, seed=10_007 + self.seed)
-        labels = generation_labels(n, self.num_classes, seed=20_011 + self.seed)
-        chunk = max(1, 2**17 // max(1, noise[0].numel()))
-        targets = [self.teacher_solution(e, None if labels is None else labels[i : i + chunk])
-                   for e, i in zip(noise.split(chunk), range(0, n, chunk), strict=True)]
-        bank = {"noise": noise, "target": torch.cat(targets)}
-        if labels is not None:
-            bank["y"] = labels
-        return bank
+        return teacher_pairs(self.teacher, n, self.shape, self.num_classes, self.seed,
+                             self.cfg.teacher_steps, self.cfg.teacher_sampler, self.cfg.guidance)
 
     def train_data(self) -> dict[str, Tensor] | None:
         return self._bank

@@ -55,13 +55,23 @@ class TeacherTraining(Method):
         if labels is not None and self.student.conditional:
             labels = drop_labels(labels, self.cfg.cond_dropout, self.student.num_classes)
         eps = torch.randn_like(x0)
-        schedule = self.student.schedule
-        t = sample_time_from(self.cfg.time_sampling, len(x0), schedule, x0.device)
-        x_t = schedule.add_noise(x0, eps, t)
-        target = schedule.from_x0_eps(x0, eps, t, self.student.prediction)
-        error = (self.student(x_t, t, labels) - target).pow(2).flatten(1).mean(1)
-        if self.student.preconditioning == "edm":
-            sigma = schedule.sigma(t) / schedule.alpha(t)
-            sd = self.student.sigma_data
-            error = error * (sigma**2 + sd**2) / (sigma * sd) ** 2  # 1 / c_out²
-        return {"denoising": error.mean()}
+        t = sample_time_from(self.cfg.time_sampling, len(x0), self.student.schedule, x0.device)
+        return {"denoising": denoising_loss(self.student, x0, labels, t, eps).mean()}
+
+
+def denoising_loss(denoiser: Denoiser, x0: Tensor, labels: Tensor | None, t: Tensor,
+                   eps: Tensor | None = None) -> Tensor:
+    """Per-sample denoising regression (B,) at times t: (B,): x_t = alpha x0 + sigma eps (eps
+    fresh when None) and the
+    network regresses its prediction type's target, with EDM's weight 1 / c_out² under EDM
+    preconditioning (see TeacherTraining)."""
+    eps = torch.randn_like(x0) if eps is None else eps
+    schedule = denoiser.schedule
+    x_t = schedule.add_noise(x0, eps, t)
+    target = schedule.from_x0_eps(x0, eps, t, denoiser.prediction)
+    error = (denoiser(x_t, t, labels) - target).pow(2).flatten(1).mean(1)
+    if denoiser.preconditioning == "edm":
+        sigma = schedule.sigma(t) / schedule.alpha(t)
+        sd = denoiser.sigma_data
+        error = error * (sigma**2 + sd**2) / (sigma * sd) ** 2  # 1 / c_out²
+    return error

@@ -1,0 +1,64 @@
+"""Cached evaluation rows of a frozen model (the teacher): every student distilled from one
+teacher is compared with the same teacher rows, so they are computed once per (weights,
+sampler, steps, evaluation settings, data, device) and kept under $DISTILL_CACHE/eval.
+
+Only quality metrics and plot samples are cached; sampler timings are always measured anew,
+side by side with the student, in the run that reports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from distill.cache import cache_root
+
+# Bump when a metric's definition or the sampling code changes what a row holds.
+ROW_FORMAT = 1
+
+
+def row_key(denoiser: torch.nn.Module, settings: dict[str, Any]) -> str:
+    """sha256 of the denoiser's weights and buffers and of `settings` (sampler, steps, guidance,
+    evaluation and data settings, device): equal keys give identical rows."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(denoiser.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps({**settings, "format": ROW_FORMAT}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+def _path(key: str) -> Path:
+    return cache_root() / "eval" / f"{key}.safetensors"
+
+
+def load_row(key: str) -> tuple[dict[str, Any], Tensor] | None:
+    """(row, plot samples) stored under `key`, or None when absent or unreadable."""
+    path = _path(key)
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            metadata = json.loads(handle.read(header_len)).get("__metadata__", {})
+        return json.loads(metadata["row"]), tensors["samples"]
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None  # a broken entry is recomputed (and rewritten)
+
+
+def store_row(key: str, row: dict[str, Any], samples: Tensor) -> None:
+    """Write atomically: a concurrent reader sees the old entry, the new one, or none."""
+    path = _path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"samples": samples.contiguous()}, tmp, metadata={"row": json.dumps(row)})
+    os.replace(tmp, path)

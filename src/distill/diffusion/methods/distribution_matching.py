@@ -1,0 +1,274 @@
+"""Distribution matching distillation: a one- or few-step generator whose noised samples are
+pushed towards the teacher's noised distribution by the difference of two scores at those
+samples, the teacher's (real) score and a fake score trained online on the generator's own
+samples (`dmd`, `dmd2`)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from distill.data.base import ArrayData
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.methods.ode_pairs import regression_loss, teacher_pairs
+from distill.diffusion.methods.teacher import denoising_loss
+from distill.diffusion.samplers import time_grid
+from distill.diffusion.schedules import expand_time
+from distill.errors import ConfigError
+from distill.kd.hooks import FeatureTaps, module_at
+from distill.method import Method, MethodConfig, ParamGroup
+from distill.registry import METHODS
+
+
+class DMD2Config(MethodConfig):
+    name: Literal["dmd2"] = "dmd2"
+    student_steps: int = Field(1, ge=1, description=(
+        "generator steps; above 1 the generator's inputs come from running itself (backward simulation)"))
+    fake_updates: int = Field(5, ge=1, description=(
+        "k: fake-score updates per generator update (DMD2's two time-scale rule)"))
+    fake_lr: float | None = Field(None, gt=0, description="learning rate of the fake score (default train.lr)")
+    t_min: float = Field(0.02, ge=0, lt=1, description="smallest noise time of the score comparison")
+    t_max: float = Field(0.98, gt=0, le=1, description="largest noise time of the score comparison")
+    guidance: float = Field(1.0, ge=0, description="CFG scale applied to the real (teacher) score")
+    gan_weight: float = Field(0.0, ge=0, description=(
+        "weight of the generator's non-saturating GAN loss; > 0 adds a discriminator head on the "
+        "fake score's features (needs real data)"))
+    disc_weight: float = Field(1.0, ge=0, description="weight of the discriminator loss in the fake-score update")
+    gan_feature: str = Field("auto", description=(
+        "module path in the fake score's network whose output feeds the discriminator head; "
+        "auto: the UNet's mid block, or the last hidden layer of an MLP"))
+
+    @model_validator(mode="after")
+    def _times(self) -> DMD2Config:
+        if self.t_min >= self.t_max:
+            raise ValueError(f"t_min ({self.t_min}) must be below t_max ({self.t_max})")
+        return self
+
+
+class DMDConfig(DMD2Config):
+    name: Literal["dmd"] = "dmd"  # type: ignore[assignment]
+    fake_updates: int = Field(1, ge=1, description="fake-score updates per generator update (1 in DMD)")
+    regression_weight: float = Field(0.25, ge=0, description="lambda_reg of the regression loss (DMD Eq. 9)")
+    pairs: int = Field(10000, gt=0, description="teacher (noise, ODE solution) pairs for the regression loss")
+    teacher_steps: int = Field(64, gt=0, description="Euler steps of the teacher solve making the pairs")
+
+    @model_validator(mode="after")
+    def _one_step(self) -> DMDConfig:
+        if self.student_steps != 1:
+            raise ValueError("dmd trains a one-step generator (student_steps: 1); use dmd2 for "
+                             "multi-step students (backward simulation)")
+        if self.gan_weight:
+            raise ValueError("the GAN head is part of dmd2, not dmd: set gan_weight: 0 or use dmd2")
+        return self
+
+
+def distribution_matching_loss(x: Tensor, real_x0: Tensor, fake_x0: Tensor) -> Tensor:
+    """DMD's generator loss (Yin et al. 2024a, Eq. 7-8): the KL gradient
+    (fake_x0 - real_x0) / mean|x - real_x0| per sample, applied to x (B, ...) through the
+    surrogate 0.5 ||x - sg(x - grad)||² (mean over elements); the normaliser makes the step
+    size the same at every noise level."""
+    with torch.no_grad():
+        dims = tuple(range(1, x.ndim))
+        weight = 1.0 / ((x - real_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
+        target = x - (fake_x0 - real_x0) * weight
+    return 0.5 * F.mse_loss(x, target)
+
+
+def default_feature_path(net: nn.Module) -> str:
+    """Where `gan_feature: auto` hooks the fake score: a UNet's mid block, or the last hidden
+    activation of an MLP's layer stack; a ConfigError when the backbone has neither."""
+    modules = dict(net.named_modules())
+    if "mid_block" in modules:
+        return "mid_block"
+    layers = modules.get("layers")
+    if isinstance(layers, nn.Sequential) and len(layers) >= 2:
+        return f"layers.{len(layers) - 2}"
+    names = ", ".join(name for name in list(modules)[1:40] if name)
+    raise ConfigError("method.gan_feature: auto finds no feature hook point on this backbone (no "
+                      f"mid_block, no MLP layer stack); name one of its module paths: {names}")
+
+
+class DiscriminatorHead(nn.Module):
+    """A small classifier on fake-score features (B, C, ...) -> logits (B,); spatial features
+    are averaged first. DMD2 (Sec. 4.3) puts such a head on the fake score's bottleneck."""
+
+    def __init__(self, channels: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        pooled = features.flatten(2).mean(2) if features.ndim > 2 else features
+        return self.mlp(pooled).squeeze(1)
+
+
+@METHODS.register("dmd2", summary="DMD2: distribution matching with two time-scale fake-score updates, optional GAN head, backward simulation",
+                  paper="Improved Distribution Matching Distillation for Fast Image Synthesis (Yin et al., NeurIPS 2024)")
+class DMD2(Method):
+    """Yin et al. 2024b (DMD2). The generator G (initialised from the teacher) maps noise to
+    x = G(z); at t ~ U[t_min, t_max], x_t = alpha_t x + sigma_t eps, and G follows
+    grad = (mu_fake(x_t) - mu_real(x_t)) / mean|x - mu_real(x_t)| (`distribution_matching_loss`),
+    where mu_real is the teacher's x0 prediction (with CFG scale `guidance`) and mu_fake that of
+    the fake score, a copy of the teacher trained by denoising regression on G's samples.
+
+    Implemented: no regression loss; the two time-scale rule (the fake score is updated every
+    trainer step, the generator every `fake_updates`-th step, so train.steps counts both);
+    an optional GAN: a discriminator head on the fake score's features (`gan_feature`), trained
+    with the fake score on real data vs generator samples noised at the same t (softplus
+    losses), and the generator's non-saturating loss through the fake score's features
+    (`gan_weight`); backward simulation for `student_steps` > 1 (the generator's input at step k
+    is made by running the generator itself for k denoise-renoise steps, no grad), sampled with
+    the multistep sampler; CFG on the real score. Not implemented: the paper's SDXL-scale
+    details (LoRA, text conditioning); its R1 regularisation of the discriminator.
+    """
+
+    Config = DMD2Config
+    cfg: DMD2Config
+
+    def __init__(self, cfg: DMD2Config, student: Denoiser, teacher: Denoiser, data: ArrayData,
+                 seed: int = 0, **_: object) -> None:
+        super().__init__()
+        if student.conditional != teacher.conditional:
+            raise ConfigError(f"{cfg.name} needs teacher and student to be both class-conditional or both not")
+        self.cfg, self.student, self.teacher = cfg, student, teacher
+        self.shape, self.seed = data.shape, seed
+        self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.taps: FeatureTaps | None = None
+        self.head: DiscriminatorHead | None = None
+        if cfg.gan_weight > 0:
+            path = default_feature_path(self.fake.net) if cfg.gan_feature == "auto" else cfg.gan_feature
+            module_at(self.fake.net, path, "the fake score (method.gan_feature)")
+            self.taps = FeatureTaps(self.fake.net, [path], role="the fake score (method.gan_feature)")
+            self.feature_path = path
+            with torch.no_grad():
+                probe = torch.zeros(2, *self.shape)
+                self.fake(probe, torch.full((2,), 0.5), self.labels_for(2))
+            self.head = DiscriminatorHead(self.taps[path].shape[1])
+
+    def labels_for(self, n: int, batch: dict[str, Tensor] | None = None) -> Tensor | None:
+        """Class labels to generate with: the batch's, or random ones (conditional students only)."""
+        if not self.student.conditional:
+            return None
+        if batch is not None and "y" in batch:
+            return batch["y"][:n]
+        return torch.randint(0, self.student.num_classes, (n,))
+
+    def param_groups(self) -> list[ParamGroup]:
+        fake = list(self.fake.parameters()) + (list(self.head.parameters()) if self.head else [])
+        k = self.cfg.fake_updates
+        return [ParamGroup("fake_score", fake, lr=self.cfg.fake_lr),
+                ParamGroup("student", self.student.parameters(), every=k, offset=k - 1)]
+
+    # ---------------------------------------------------------------- generator
+
+    def generate(self, n: int, labels: Tensor | None, device: torch.device) -> Tensor:
+        """Generator samples x0: (n, *shape). One step: G(sigma(1) z, 1). With K steps (backward
+        simulation), each row picks a step k of the K-step grid, its input x_{t_k} is made by
+        the generator's own denoise-renoise steps without gradient, and the row's output is
+        G(x_{t_k}, t_k), differentiable when grad is enabled."""
+        schedule, steps = self.student.schedule, self.cfg.student_steps
+        x = schedule.prior_scale() * torch.randn(n, *self.shape, device=device)
+        if steps == 1:
+            return self.student.x0(x, torch.ones(n, device=device), labels)
+        times = time_grid(steps, device)
+        k = torch.randint(0, steps, (n,), device=device)
+        with torch.no_grad():
+            for i in range(1, steps):
+                t = times[i - 1].expand(n)
+                x0 = self.student.x0(x, t, labels)
+                renoised = schedule.add_noise(x0, torch.randn_like(x0), times[i].expand(n))
+                x = torch.where(expand_time(k >= i, x), renoised, x)
+        return self.student.x0(x, times[k], labels)
+
+    def score_times(self, n: int, device: torch.device) -> Tensor:
+        return self.cfg.t_min + (self.cfg.t_max - self.cfg.t_min) * torch.rand(n, device=device)
+
+    def discriminate(self, x_t: Tensor, t: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(fake score's x0 prediction, discriminator logits) at x_t."""
+        x0 = self.fake.x0(x_t, t, labels)
+        return x0, self.head(self.taps[self.feature_path])
+
+    # ---------------------------------------------------------------- losses
+
+    def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
+        rows = next(iter(batch.values()))
+        n, device = len(rows), rows.device
+        labels = self.labels_for(n, batch)
+        if group == "fake_score":
+            return self.fake_score_losses(batch, n, labels, device)
+        return self.generator_losses(batch, n, labels, device)
+
+    def fake_score_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                          device: torch.device) -> dict[str, Tensor]:
+        """Denoising regression of the fake score on the generator's current samples (+ the
+        discriminator's loss on real vs generated, when the GAN is on)."""
+        with torch.no_grad():
+            x = self.generate(n, labels, device)
+        t = self.score_times(n, device)
+        losses = {"fake_denoising": denoising_loss(self.fake, x, labels, t).mean()}
+        if self.head is not None:
+            eps = torch.randn_like(x)
+            _, fake_logits = self.discriminate(self.fake.schedule.add_noise(x, eps, t), t, labels)
+            real = batch["x"]
+            _, real_logits = self.discriminate(self.fake.schedule.add_noise(real, eps, t), t, labels)
+            losses["discriminator"] = self.cfg.disc_weight * (
+                F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean())
+        return losses
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        x = self.generate(n, labels, device)
+        t = self.score_times(n, device)
+        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        losses = {}
+        with torch.no_grad():
+            real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+        if self.head is not None:  # features need the graph through x_t
+            fake_x0, logits = self.discriminate(x_t, t, labels)
+            losses["gan"] = self.cfg.gan_weight * F.softplus(-logits).mean()
+        else:
+            with torch.no_grad():
+                fake_x0 = self.fake.x0(x_t, t, labels)
+        losses["distribution_matching"] = distribution_matching_loss(x, real_x0, fake_x0.detach())
+        return losses
+
+    def student_steps(self) -> list[int]:
+        return [self.cfg.student_steps]
+
+    def student_sampler(self) -> str:
+        return "multistep"
+
+
+@METHODS.register("dmd", summary="DMD: one-step distribution matching plus regression onto teacher ODE pairs",
+                  paper="One-step Diffusion with Distribution Matching Distillation (Yin et al., CVPR 2024)")
+class DMD(DMD2):
+    """Yin et al. 2024a (DMD): the distribution-matching gradient of `dmd2` (same fake score,
+    same normalisation, Eq. 7-8) plus the regression loss lambda_reg ||G(z_ref) - y_ref||²
+    on `pairs` (noise, teacher ODE solution) pairs made once before training (Eq. 9, with L2
+    in place of LPIPS, which does not ship offline). Fake score and generator are updated
+    alternately (`fake_updates: 1`). One-step generators only."""
+
+    Config = DMDConfig
+    cfg: DMDConfig
+
+    def __init__(self, cfg: DMDConfig, student: Denoiser, teacher: Denoiser, data: ArrayData,
+                 seed: int = 0, **kwargs: object) -> None:
+        super().__init__(cfg, student, teacher, data, seed, **kwargs)
+        num_classes = data.num_classes if student.conditional else None
+        self._pairs = teacher_pairs(teacher, cfg.pairs, self.shape, num_classes, seed,
+                                    cfg.teacher_steps, "euler", cfg.guidance)
+
+    def train_data(self) -> dict[str, Tensor]:
+        return self._pairs
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        losses = super().generator_losses(batch, n, labels, device)
+        noise = self.student.schedule.prior_scale() * batch["noise"]
+        pred = self.student.x0(noise, torch.ones(n, device=device), batch.get("y"))
+        losses["regression"] = self.cfg.regression_weight * regression_loss(pred, batch["target"], "l2", 0.0)
+        return losses

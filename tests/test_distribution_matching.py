@@ -1,0 +1,141 @@
+"""Distribution matching (`dmd`, `dmd2`): the generator loss, the update schedule, backward
+simulation, the GAN head's hook point, and short runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from conftest import tiny_teacher_yaml
+from distill.config import load_config
+from distill.data.toy2d import TOY_CONFIGS
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.methods.distribution_matching import (
+    DMD,
+    DMD2,
+    default_feature_path,
+    distribution_matching_loss,
+)
+from distill.errors import ConfigError
+from distill.models.mlp import TimeMLP
+from distill.runner import run
+
+
+def toy_data():
+    return TOY_CONFIGS["8gaussians"](n=256, n_test=256).build()
+
+
+def mlp_denoiser(seed: int = 0) -> Denoiser:
+    torch.manual_seed(seed)
+    return Denoiser(TimeMLP((2,), hidden=16, depth=2, time_dim=8))
+
+
+def test_generator_loss_gradient_is_the_normalised_score_difference():
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0]], requires_grad=True)
+    real = torch.tensor([[0.5, 1.0], [0.0, 0.0]])
+    fake = torch.tensor([[1.5, 1.0], [1.0, -2.0]])
+    distribution_matching_loss(x, real, fake).backward()
+    weight = 1 / torch.tensor([[0.75], [0.5]])  # 1 / mean|x - real| per row
+    # 0.5 mean((x - sg(x - g))²) over 4 elements has gradient g / 4
+    torch.testing.assert_close(x.grad, (fake - real) * weight / 4, atol=1e-5, rtol=1e-5)
+
+
+def test_fake_score_updates_k_times_per_generator_update():
+    data = toy_data()
+    method = DMD2(DMD2.Config(fake_updates=5), mlp_denoiser(), mlp_denoiser(1), data)
+    fake, student = method.param_groups()
+    due = [(fake.is_due(s), student.is_due(s)) for s in range(10)]
+    assert [f for f, _ in due] == [True] * 10
+    assert [s for _, s in due] == [False, False, False, False, True] * 2
+    # the fake score starts as a trainable copy of the teacher, and is checkpointed
+    assert torch.equal(method.fake.net.layers[0].weight, method.teacher.net.layers[0].weight)
+    assert any(k.startswith("fake.") for k in method.checkpoint_state())
+
+
+def test_generator_loss_trains_only_through_the_generator():
+    data = toy_data()
+    teacher = mlp_denoiser(1).requires_grad_(False)
+    method = DMD2(DMD2.Config(), mlp_denoiser(), teacher, data)
+    losses = method({"x": data.train[:32]}, "student", 4)
+    sum(losses.values()).backward()
+    assert set(losses) == {"distribution_matching"}
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(p.grad is None for p in method.fake.parameters())
+    fake_losses = method({"x": data.train[:32]}, "fake_score", 0)
+    assert set(fake_losses) == {"fake_denoising"}
+
+
+def test_backward_simulation_runs_the_generator_itself_to_make_its_inputs():
+    data = toy_data()
+    method = DMD2(DMD2.Config(student_steps=4), mlp_denoiser(), mlp_denoiser(1), data)
+    calls = []
+    method.student.net.register_forward_hook(lambda m, i, o: calls.append(i[1].unique().tolist()))
+    x = method.generate(64, None, torch.device("cpu"))
+    assert x.shape == (64, 2) and x.requires_grad
+    # three no-grad denoise steps at t = 1, 0.75, 0.5, then one differentiable call at each row's t_k
+    assert calls[:3] == [[1.0], [0.75], [0.5]] and set(calls[3]) <= {1.0, 0.75, 0.5, 0.25}
+    assert method.student_steps() == [4] and method.student_sampler() == "multistep"
+
+
+def test_gan_head_hooks_the_fake_score_and_a_wrong_path_lists_module_names():
+    data = toy_data()
+    assert default_feature_path(mlp_denoiser().net) == "layers.3"
+    method = DMD2(DMD2.Config(gan_weight=0.1), mlp_denoiser(), mlp_denoiser(1), data)
+    losses = method({"x": data.train[:32]}, "fake_score", 0)
+    assert set(losses) == {"fake_denoising", "discriminator"}
+    losses = method({"x": data.train[:32]}, "student", 4)
+    assert set(losses) == {"distribution_matching", "gan"}
+    assert any(k.startswith("head.") for k in method.checkpoint_state())
+    with pytest.raises(ConfigError, match=r"no module at path 'nope'.*layers\.0"):
+        DMD2(DMD2.Config(gan_weight=0.1, gan_feature="nope"), mlp_denoiser(), mlp_denoiser(1), data)
+
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        def forward(self, x, t, labels=None):
+            return self.lin(x)
+
+    with pytest.raises(ConfigError, match="no feature hook point.*lin"):
+        DMD2(DMD2.Config(gan_weight=0.1), Denoiser(Bare()), Denoiser(Bare()), data)
+
+
+def test_options_are_validated():
+    with pytest.raises(ValidationError, match="one-step generator"):
+        DMD.Config(student_steps=2)
+    with pytest.raises(ValidationError, match="GAN head is part of dmd2"):
+        DMD.Config(gan_weight=0.1)
+    with pytest.raises(ValidationError, match="t_min"):
+        DMD2.Config(t_min=0.5, t_max=0.4)
+    with pytest.raises(ValidationError, match="fake_updates"):
+        DMD2.Config(fake_updates=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dmd-teacher")
+    run(load_config(tiny_teacher_yaml(root / "teacher.yaml", steps=600)), root / "run", evaluate=False)
+    return root / "run"
+
+
+@pytest.mark.parametrize("method", ["dmd", "dmd2"])
+def test_a_short_run_beats_the_teacher_at_one_step(method: str, tiny_teacher: Path, tmp_path: Path):
+    config = tmp_path / f"{method}.yaml"
+    extra = ", pairs: 2000, teacher_steps: 16" if method == "dmd" else ", fake_updates: 2, gan_weight: 0.01"
+    config.write_text(
+        f"name: tiny-{method}\n"
+        "data: {name: 8gaussians, n: 4096, n_test: 2048}\n"
+        f"teacher: {{name: run, path: {tiny_teacher}}}\n"
+        "student: {name: mlp, hidden: 64, depth: 2, init: teacher}\n"
+        f"method: {{name: {method}{extra}}}\n"
+        "train: {steps: 400, batch_size: 256, lr: 1.0e-3, progress: false}\n"
+        "eval: {nfe: [1], n_samples: 1000, timing_repeats: 0}\n")
+    result = run(load_config(config), tmp_path / method)
+    rows = {(r["model"], r["nfe"]): r for r in json.loads((result.run_dir / "eval.json").read_text())["rows"]}
+    assert rows["student", 1]["swd"] < 0.5 * rows["teacher", 1]["swd"], rows
