@@ -1,0 +1,35 @@
+"""Gates for distribution matching distillation (issue 5) on 8gaussians, with the shipped
+recipes (dmd shortened by test_gates_toy2d.SHORT to 1500 steps and 5,000 pairs):
+
+- `dmd` and `dmd2`: the 1-step student's SWD is within 1.3x of the teacher at 64 steps, at
+  least 3x better than the teacher at 1 step, and every one of the 8 modes keeps at least 5%
+  of the samples (no mode collapse, the classic failure of reverse-KL matching).
+
+Checkerboard is not gated: `dmd` reaches 1.23x teacher-64 at its recipe length (seeds 0 and
+1), inside the bound but too slow for CI, and `dmd2` ranges 1.22-1.66x across seeds and
+lengths (docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_gates_toy2d import distilled
+
+pytestmark = pytest.mark.gate
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("dmd-gate-runs"))
+
+
+@pytest.mark.parametrize("method", ["dmd", "dmd2"])
+def test_one_step_generator_matches_the_teacher_without_collapse(method, root):
+    rows = distilled(method, "8gaussians", root)["rows"]
+    student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
+    print(f"{method} 1-step SWD {student['swd']:.4f} vs teacher-64 {teacher64['swd']:.4f}, "
+          f"teacher-1 {teacher1['swd']:.3f}; smallest mode {student['min_mode_fraction']:.3f}")
+    assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
+    assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
+    assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student
