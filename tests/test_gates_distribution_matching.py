@@ -1,7 +1,7 @@
 """Gates for distribution matching distillation (issue 5) on 8gaussians, with the shipped
 recipes (dmd shortened by test_gates_toy2d.SHORT to 1500 steps and 5,000 pairs):
 
-- `dmd` and `dmd2`: the 1-step student's SWD is within 1.3x of the teacher at 64 steps, at
+- `dmd`, `dmd2` and `sid` (recipe: 2000 steps): the 1-step student's SWD is within 1.3x of the teacher at 64 steps, at
   least 3x better than the teacher at 1 step, and every one of the 8 modes keeps at least 5%
   of the samples (no mode collapse, the classic failure of reverse-KL matching).
 
@@ -24,7 +24,7 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("dmd-gate-runs"))
 
 
-@pytest.mark.parametrize("method", ["dmd", "dmd2"])
+@pytest.mark.parametrize("method", ["dmd", "dmd2", "sid"])
 def test_one_step_generator_matches_the_teacher_without_collapse(method, root):
     rows = distilled(method, "8gaussians", root)["rows"]
     student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]

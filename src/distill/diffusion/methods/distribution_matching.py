@@ -272,3 +272,54 @@ class DMD(DMD2):
         pred = self.student.x0(noise, torch.ones(n, device=device), batch.get("y"))
         losses["regression"] = self.cfg.regression_weight * regression_loss(pred, batch["target"], "l2", 0.0)
         return losses
+
+
+class SiDConfig(DMD2Config):
+    name: Literal["sid"] = "sid"  # type: ignore[assignment]
+    fake_updates: int = Field(1, ge=1, description="fake-score updates per generator update (1 in SiD)")
+    alpha: float = Field(1.2, description="alpha of the SiD loss (Eq. 21; 1.2 in the paper)")
+
+    @model_validator(mode="after")
+    def _no_gan(self) -> SiDConfig:
+        if self.gan_weight:
+            raise ValueError("sid has no GAN head (that is SiDA): set gan_weight: 0")
+        return self
+
+
+def score_identity_loss(x: Tensor, real_x0: Tensor, fake_x0: Tensor, alpha: float) -> Tensor:
+    """SiD's generator loss (Zhou et al. 2024, Eq. 21 with Eq. 23's normaliser):
+    (f_real - f_fake) . ((f_real - x) - alpha (f_real - f_fake)) / mean|x - f_real| per
+    sample, averaged over elements; gradients flow through x and through both x0 predictions
+    at the noised generator sample (the networks' weights are not updated by it)."""
+    dims = tuple(range(1, x.ndim))
+    with torch.no_grad():
+        weight = 1.0 / (x - real_x0).abs().mean(dim=dims, keepdim=True).clamp(min=1e-5)
+    diff = real_x0 - fake_x0
+    return (diff * ((real_x0 - x) - alpha * diff) * weight).mean()
+
+
+@METHODS.register("sid", summary="score identity distillation: data-free one-step generator from the score identity loss",
+                  paper="Score identity Distillation: Exponentially Fast Distillation of Pretrained Diffusion Models for One-Step Generation (Zhou et al., ICML 2024)")
+class SiD(DMD2):
+    """Zhou et al. 2024 (SiD). Same generator, fake score and alternating updates as `dmd2`
+    (the fake score, a copy of the teacher, is fitted by denoising regression on generator
+    samples; never reads data), but the generator minimises the score-identity loss
+    `score_identity_loss` with alpha = 1.2, differentiating through the teacher's and the fake
+    score's predictions at the noised generator sample, not only through x as DMD does.
+
+    Implemented: the SiD generator loss with its normaliser, alpha, alternating updates,
+    few-step students through the generator's backward simulation (`student_steps`), CFG on
+    the teacher. Not implemented: SiDA's adversarial term; the paper's EDM-specific
+    time sampling (t ~ U[t_min, t_max] on the student's schedule instead)."""
+
+    Config = SiDConfig
+    cfg: SiDConfig
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        x = self.generate(n, labels, device)
+        t = self.score_times(n, device)
+        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+        fake_x0 = self.fake.x0(x_t, t, labels)
+        return {"score_identity": score_identity_loss(x, real_x0, fake_x0, self.cfg.alpha)}
