@@ -79,7 +79,8 @@ def main() -> None:
         f"training excluded when cached).\n\n{table}\n\nSWD: sliced Wasserstein-2 to 10,000 "
         "held-out points; smallest mode: the least-populated of the 8 modes (8gaussians; "
         "1/8 = 0.125 is perfect balance). k: fake-score updates per generator update; the "
-        "k = 1 row runs train.steps / 5 trainer steps so it makes as many generator updates."))
+        "k = 1 row runs train.steps / 5 trainer steps so it makes as many generator updates. Seconds include the evaluation and are context "
+        "only (other runs may share the machine)."))
 
 
 if __name__ == "__main__":

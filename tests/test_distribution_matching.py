@@ -143,6 +143,8 @@ def test_options_are_validated():
         DMD2.Config(t_min=0.5, t_max=0.4)
     with pytest.raises(ValidationError, match="fake_updates"):
         DMD2.Config(fake_updates=0)
+    with pytest.raises(ConfigError, match=r"train.steps=3 with method.fake_updates=5 never updates the generator"):
+        DMD2(DMD2.Config(fake_updates=5), mlp_denoiser(), mlp_denoiser(1), toy_data(), total_steps=3)
 
 
 @pytest.fixture(scope="module")

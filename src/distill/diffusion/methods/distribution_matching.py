@@ -130,10 +130,15 @@ class DMD2(Method):
     cfg: DMD2Config
 
     def __init__(self, cfg: DMD2Config, student: Denoiser, teacher: Denoiser, data: ArrayData,
-                 seed: int = 0, **_: object) -> None:
+                 seed: int = 0, total_steps: int | None = None, **_: object) -> None:
         super().__init__()
         if student.conditional != teacher.conditional:
             raise ConfigError(f"{cfg.name} needs teacher and student to be both class-conditional or both not")
+        if total_steps is not None and total_steps < cfg.fake_updates:
+            raise ConfigError(
+                f"train.steps={total_steps} with method.fake_updates={cfg.fake_updates} never updates "
+                f"the generator (it steps on every {cfg.fake_updates}th trainer step); raise "
+                "train.steps or lower method.fake_updates")
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.shape, self.seed = data.shape, seed
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
