@@ -20,7 +20,7 @@ from distill.diffusion.methods.teacher import denoising_loss
 from distill.diffusion.samplers import time_grid
 from distill.diffusion.schedules import expand_time
 from distill.errors import ConfigError
-from distill.kd.hooks import FeatureTaps, module_at
+from distill.kd.hooks import FeatureTaps
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
 
@@ -146,7 +146,6 @@ class DMD2(Method):
         self.head: DiscriminatorHead | None = None
         if cfg.gan_weight > 0:
             path = default_feature_path(self.fake.net) if cfg.gan_feature == "auto" else cfg.gan_feature
-            module_at(self.fake.net, path, "the fake score (method.gan_feature)")
             self.taps = FeatureTaps(self.fake.net, [path], role="the fake score (method.gan_feature)")
             self.feature_path = path
             with torch.no_grad():
