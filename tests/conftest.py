@@ -44,3 +44,15 @@ def tiny_teacher_yaml(path: Path, steps: int = 300, dataset: str = "8gaussians")
         f"eval: {{nfe: [1, 4], n_samples: 1000, timing_repeats: 1}}\n"
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of a tiny 8gaussians teacher (600 steps, a few seconds), trained once per
+    worker and shared by the short method runs (cd, dmd2, ...)."""
+    from distill.config import load_config
+    from distill.runner import run
+
+    root = tmp_path_factory.mktemp("tiny-teacher")
+    run(load_config(tiny_teacher_yaml(root / "teacher.yaml", steps=600)), root / "run", evaluate=False)
+    return root / "run"

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_teacher_yaml
 from distill.config import load_config
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.consistency import (
@@ -59,19 +58,12 @@ def test_target_network_is_an_ema_of_the_student_and_is_checkpointed():
     assert not any(k.startswith("teacher.") for k in method.checkpoint_state())
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cd-teacher")
-    run(load_config(tiny_teacher_yaml(root / "teacher.yaml", steps=600)), root / "run", evaluate=False)
-    return root / "run"
-
-
-def test_a_short_cd_run_beats_the_teacher_at_one_step(tiny_teacher: Path, tmp_path: Path):
+def test_a_short_cd_run_beats_the_teacher_at_one_step(tiny_trained_teacher: Path, tmp_path: Path):
     config = tmp_path / "cd.yaml"
     config.write_text(
         "name: tiny-cd\n"
         "data: {name: 8gaussians, n: 4096, n_test: 2048}\n"
-        f"teacher: {{name: run, path: {tiny_teacher}}}\n"
+        f"teacher: {{name: run, path: {tiny_trained_teacher}}}\n"
         "student: {name: mlp, hidden: 64, depth: 2, init: teacher}\n"
         "method: {name: cd, intervals: 16, solver: heun}\n"
         "train: {steps: 400, batch_size: 256, lr: 3.0e-4, ema_decay: 0.99, progress: false}\n"

@@ -1,4 +1,4 @@
-"""Distribution matching (`dmd`, `dmd2`): the generator loss, the update schedule, backward
+"""Distribution matching (`dmd`, `dmd2`, `sid`): the generator loss, the update schedule, backward
 simulation, the GAN head's hook point, and short runs."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from conftest import tiny_teacher_yaml
 from distill.config import load_config
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
@@ -147,20 +146,13 @@ def test_options_are_validated():
         DMD2(DMD2.Config(fake_updates=5), mlp_denoiser(), mlp_denoiser(1), toy_data(), total_steps=3)
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dmd-teacher")
-    run(load_config(tiny_teacher_yaml(root / "teacher.yaml", steps=600)), root / "run", evaluate=False)
-    return root / "run"
-
-
-def test_a_short_dmd2_run_with_the_gan_head_beats_the_teacher_at_one_step(tiny_teacher: Path, tmp_path: Path):
+def test_a_short_dmd2_run_with_the_gan_head_beats_the_teacher_at_one_step(tiny_trained_teacher: Path, tmp_path: Path):
     """The whole path through the runner (the `dmd` path is run by its gate)."""
     config = tmp_path / "dmd2.yaml"
     config.write_text(
         "name: tiny-dmd2\n"
         "data: {name: 8gaussians, n: 4096, n_test: 2048}\n"
-        f"teacher: {{name: run, path: {tiny_teacher}}}\n"
+        f"teacher: {{name: run, path: {tiny_trained_teacher}}}\n"
         "student: {name: mlp, hidden: 64, depth: 2, init: teacher}\n"
         "method: {name: dmd2, fake_updates: 2, gan_weight: 0.01}\n"
         "train: {steps: 400, batch_size: 256, lr: 1.0e-3, progress: false}\n"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from distill.cache import cache_root
@@ -46,12 +46,9 @@ def load_row(key: str) -> tuple[dict[str, Any], Tensor] | None:
     if not path.is_file():
         return None
     try:
-        tensors = load_file(path)
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            metadata = json.loads(handle.read(header_len)).get("__metadata__", {})
-        return json.loads(metadata["row"]), tensors["samples"]
-    except (SafetensorError, OSError, KeyError, ValueError):
+        with safe_open(path, framework="pt") as handle:
+            return json.loads(handle.metadata()["row"]), handle.get_tensor("samples")
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
         return None  # a broken entry is recomputed (and rewritten)
 
 

@@ -83,10 +83,10 @@ class OdePairs(Method):
         self.num_classes = data.num_classes if student.conditional else None
         self._bank = self.make_pairs(cfg.pairs) if cfg.pairs else None
 
+    @torch.no_grad()
     def teacher_solution(self, noise: Tensor, labels: Tensor | None) -> Tensor:
-        with torch.no_grad():
-            return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler,
-                          cond=labels, guidance=self.cfg.guidance)
+        return sample(self.teacher, noise, self.cfg.teacher_steps, self.cfg.teacher_sampler,
+                      cond=labels, guidance=self.cfg.guidance)
 
     def make_pairs(self, n: int) -> dict[str, Tensor]:
         return teacher_pairs(self.teacher, n, self.shape, self.num_classes, self.seed,
