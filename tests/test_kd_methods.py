@@ -164,3 +164,40 @@ def test_hsd_exports_a_network_that_exits_early(blobs, tmp_path: Path):
         classify_config("s", data, {"name": "hsd", "exits": [0], "eval_exit": 1})
     with pytest.raises(ConfigError, match=r"student.exits \[2\]: this mlp-classifier has blocks 0..2"):
         run(classify_config("s", data, {"name": "hsd", "exits": [2]}, hidden=[16, 16]), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "kd"}, {"name": "dkd"}, {"name": "ofa", "stages": ["blocks.0"]}, {"name": "dho"},
+    {"name": "meal", "teachers": "SELF"}, {"name": "multi-teacher", "teachers": "SELF", "router_width": 8}])
+def test_precomputed_teacher_outputs_equal_the_live_teacher_and_replace_its_forward(blobs, method):
+    """Teacher outputs for every training row are computed once (precompute_teacher) and equal
+    what the frozen teacher gives live; training steps then never run the teacher."""
+    from distill.kd.runner import build_classify
+
+    data, teacher = blobs
+    if method.get("teachers") == "SELF":
+        method = {**method, "teachers": [teacher_of(teacher)]}
+    _, _, _, live = build_classify(classify_config("s", data, {**method, "precompute_teacher": False},
+                                                   teacher=teacher_of(teacher)))
+    assert "teacher_outputs" not in live.train_data()
+    _, _, _, cached = build_classify(classify_config("s", data, method, teacher=teacher_of(teacher)))
+    rows = cached.train_data()
+    batch = {k: v[:64] for k, v in rows.items()}
+    torch.testing.assert_close(batch["teacher_outputs"], live.teacher_outputs(batch["x"]))
+    calls = []
+    cached.teacher.register_forward_hook(lambda *_: calls.append(1))
+    for group in [g.name for g in cached.param_groups()]:
+        cached(batch, group, 0)
+    assert calls == []
+    assert calls == []
+    live.teacher.register_forward_hook(lambda *_: calls.append(1))
+    live({k: v for k, v in batch.items() if k != "teacher_outputs"}, live.param_groups()[0].name, 0)
+    assert calls  # without precompute_teacher the teacher runs at every step
+
+
+def test_kd_with_mixup_keeps_a_live_teacher(blobs):
+    from distill.kd.runner import build_classify
+
+    data, teacher = blobs
+    _, _, _, method = build_classify(classify_config("s", data, {"name": "kd", "mixup": 0.4}, teacher=teacher_of(teacher)))
+    assert "teacher_outputs" not in method.train_data()

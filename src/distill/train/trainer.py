@@ -102,8 +102,8 @@ class Trainer:
             return 0
         loaded = checkpoint.load(path, acc.process_index)
         missing, unexpected = self.method.load_state_dict(loaded.model, strict=False)
-        frozen = tuple(f"{m}." for m in self.method.frozen_modules)
-        missing = [k for k in missing if not k.startswith(frozen)]
+        saved = set(self.method.checkpoint_state())  # the rest is rebuilt (frozen teacher...)
+        missing = [k for k in missing if k in saved]
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this method: missing {missing[:5]}, "

@@ -5,7 +5,6 @@ samples (`dmd`, `dmd2`)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.fake_score import FakeScoreConfig, build_fake_score
 from distill.diffusion.methods.ode_pairs import regression_loss, teacher_pairs
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.diffusion.samplers import time_grid
@@ -42,6 +42,9 @@ class DMD2Config(MethodConfig):
     gan_feature: str = Field("auto", description=(
         "module path in the fake score's network whose output feeds the discriminator head; "
         "auto: the UNet's mid block, or the last hidden layer of an MLP"))
+    fake_score: FakeScoreConfig = Field(default_factory=FakeScoreConfig, description=(
+        "the fake score: a full trainable copy of the teacher, or LoRA adapters on its frozen "
+        "weights (kind: lora; rank, alpha, targets)"))
 
     @model_validator(mode="after")
     def _times(self) -> DMD2Config:
@@ -67,14 +70,18 @@ class DMDConfig(DMD2Config):
         return self
 
 
-def distribution_matching_loss(x: Tensor, real_x0: Tensor, fake_x0: Tensor) -> Tensor:
+def distribution_matching_loss(x: Tensor, real_x0: Tensor, fake_x0: Tensor,
+                               sample_weight: Tensor | None = None) -> Tensor:
     """DMD's generator loss (Yin et al. 2024a, Eq. 7-8): the KL gradient
     (fake_x0 - real_x0) / mean|x - real_x0| per sample, applied to x (B, ...) through the
     surrogate 0.5 ||x - sg(x - grad)||² (mean over elements); the normaliser makes the step
-    size the same at every noise level."""
+    size the same at every noise level. `sample_weight` (B,) scales each sample's gradient
+    (f-distill's h(r))."""
     with torch.no_grad():
         dims = tuple(range(1, x.ndim))
         weight = 1.0 / ((x - real_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
+        if sample_weight is not None:
+            weight = weight * expand_time(sample_weight, x)
         target = x - (fake_x0 - real_x0) * weight
     return 0.5 * F.mse_loss(x, target)
 
@@ -141,10 +148,10 @@ class DMD2(Method):
                 "train.steps or lower method.fake_updates")
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.shape, self.seed = data.shape, seed
-        self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.fake = build_fake_score(teacher, cfg.fake_score)
         self.taps: FeatureTaps | None = None
         self.head: DiscriminatorHead | None = None
-        if cfg.gan_weight > 0:
+        if self.uses_discriminator:
             path = default_feature_path(self.fake.net) if cfg.gan_feature == "auto" else cfg.gan_feature
             self.taps = FeatureTaps(self.fake.net, [path], role="the fake score (method.gan_feature)")
             self.feature_path = path
@@ -152,6 +159,17 @@ class DMD2(Method):
                 probe = torch.zeros(2, *self.shape)
                 self.fake(probe, torch.full((2,), 0.5), self.labels_for(2))
             self.head = DiscriminatorHead(self.taps[path].shape[1])
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return self.cfg.gan_weight > 0
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """Everything but the teacher, and but a LoRA fake score's frozen base weights (the
+        teacher's own tensors)."""
+        shared = {t.data_ptr() for t in self.teacher.state_dict().values()}
+        return {k: v for k, v in super().checkpoint_state().items()
+                if not (k.startswith("fake.") and v.data_ptr() in shared)}
 
     def labels_for(self, n: int, batch: dict[str, Tensor] | None = None) -> Tensor | None:
         """Class labels to generate with: the batch's, or random ones (conditional students only)."""
@@ -162,7 +180,8 @@ class DMD2(Method):
         return torch.randint(0, self.student.num_classes, (n,))
 
     def param_groups(self) -> list[ParamGroup]:
-        fake = list(self.fake.parameters()) + (list(self.head.parameters()) if self.head else [])
+        fake = [p for p in self.fake.parameters() if p.requires_grad]
+        fake += list(self.head.parameters()) if self.head else []
         k = self.cfg.fake_updates
         return [ParamGroup("fake_score", fake, lr=self.cfg.fake_lr),
                 ParamGroup("student", self.student.parameters(), every=k, offset=k - 1)]
@@ -327,3 +346,131 @@ class SiD(DMD2):
         real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
         fake_x0 = self.fake.x0(x_t, t, labels)
         return {"score_identity": score_identity_loss(x, real_x0, fake_x0, self.cfg.alpha)}
+
+
+class VSDConfig(DMD2Config):
+    name: Literal["vsd"] = "vsd"  # type: ignore[assignment]
+    fake_updates: int = Field(1, ge=1, description="fake-score (LoRA) updates per generator update")
+    fake_score: FakeScoreConfig = Field(default_factory=lambda: FakeScoreConfig(kind="lora"), description=(
+        "the fake score: LoRA adapters on the teacher's frozen weights (SwiftBrush), or kind: copy"))
+
+    @model_validator(mode="after")
+    def _no_gan(self) -> VSDConfig:
+        if self.gan_weight:
+            raise ValueError("vsd has no GAN head: set gan_weight: 0 (or use dmd2)")
+        return self
+
+
+def variational_score_loss(x: Tensor, real_eps: Tensor, fake_eps: Tensor, weight: Tensor) -> Tensor:
+    """The VSD generator loss (ProlificDreamer Eq. 9, as SwiftBrush uses it): the gradient
+    w(t) (eps_real(x_t) - eps_fake(x_t)) per sample, applied to x (B, ...) through the
+    surrogate 0.5 ||x - sg(x - grad)||² (mean over elements); `weight` (B,) is w(t)."""
+    with torch.no_grad():
+        target = x - expand_time(weight, x) * (real_eps - fake_eps)
+    return 0.5 * F.mse_loss(x, target)
+
+
+@METHODS.register("vsd", summary="SwiftBrush: variational score distillation with a LoRA fake score, image-free",
+                  paper="SwiftBrush: One-Step Text-to-Image Diffusion Model with Variational Score Distillation (Nguyen & Tran, CVPR 2024)")
+class VSD(DMD2):
+    """Nguyen & Tran 2024 (SwiftBrush). A one-step generator initialised from the teacher,
+    trained image-free with variational score distillation: at x_t = alpha_t G(z) + sigma_t eps,
+    t ~ U[t_min, t_max], the generator follows w(t) (eps_teacher(x_t) - eps_lora(x_t)) with
+    w(t) = sigma_t² (`variational_score_loss`), where eps_lora is the teacher with LoRA adapters
+    (peft; `fake_score`) trained by denoising regression on the generator's samples, updated
+    alternately with the generator. The adapters sit on a structural copy of the teacher's
+    network whose frozen weights are the teacher's own tensors: one frozen teacher in memory.
+
+    Implemented: the VSD gradient and its weighting, the LoRA "teacher" on shared frozen
+    weights, alternating updates, CFG on the teacher (`guidance`), never reading data.
+    Not implemented: text conditioning and SwiftBrush's SD-scale details (its LoRA rank,
+    latent space, the v2 additions: clamped CLIP loss, weight merging)."""
+
+    Config = VSDConfig
+    cfg: VSDConfig
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        x = self.generate(n, labels, device)
+        t = self.score_times(n, device)
+        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        with torch.no_grad():
+            real_eps = self.teacher.eps(x_t, t, labels, self.cfg.guidance)
+            fake_eps = self.fake.eps(x_t, t, labels)
+        weight = self.student.schedule.sigma(t) ** 2
+        return {"variational_score": variational_score_loss(x, real_eps, fake_eps, weight)}
+
+
+F_DIVERGENCES = ("reverse-kl", "forward-kl", "js", "hellinger")
+
+
+def f_divergence_weight(log_ratio: Tensor, divergence: str) -> Tensor:
+    """h(r) = f''(r) r² of f-distill (Xu et al. 2025, Table 1), the weight of the score
+    difference in the gradient of D_f(p_teacher || p_generator) at a noised sample, with
+    r = p_teacher / p_generator given as log r (B,): reverse KL (f = -log r) 1, forward KL
+    (f = r log r) r, Jensen-Shannon r / (1 + r), squared Hellinger (f = (sqrt r - 1)²) sqrt(r) / 2."""
+    if divergence == "reverse-kl":
+        return torch.ones_like(log_ratio)
+    if divergence == "forward-kl":
+        return log_ratio.exp()
+    if divergence == "js":
+        return torch.sigmoid(log_ratio)
+    if divergence == "hellinger":
+        return 0.5 * (0.5 * log_ratio).exp()
+    raise ValueError(f"unknown f-divergence {divergence!r}; choose one of {F_DIVERGENCES}")
+
+
+class FDistillConfig(DMD2Config):
+    name: Literal["f-distill"] = "f-distill"  # type: ignore[assignment]
+    divergence: Literal["reverse-kl", "forward-kl", "js", "hellinger"] = Field("js", description=(
+        "the f-divergence whose gradient weighting h(r) the generator follows"))
+    max_log_ratio: float = Field(5.0, gt=0, description=(
+        "|log r| from the discriminator is clipped here before h(r), so one sample cannot take the batch's weight"))
+    gan_weight: float = Field(0.0, ge=0, description=(
+        "weight of the generator's non-saturating GAN loss (the discriminator is always trained: its logit is log r)"))
+
+
+@METHODS.register("f-distill", summary="f-divergence distribution matching: DMD2 with the score difference weighted by h(r) from a discriminator",
+                  paper="One-step Diffusion Models with f-Divergence Distribution Matching (Xu et al., 2025); Uni-Instruct (Wang et al., 2025)")
+class FDistill(DMD2):
+    """Xu et al. 2025 (f-distill), the f-divergence family that Uni-Instruct unifies. The
+    generator gradient of D_f(p_teacher || p_generator) at noised samples is DMD's score
+    difference weighted per sample by h(r) = f''(r) r² (`f_divergence_weight`), where the density
+    ratio r = p_teacher(x_t) / p_generator(x_t) is read from the discriminator head on the fake
+    score's features: trained with softplus losses on noised real data vs noised generator
+    samples, its logit estimates log r. Reverse KL (h = 1) is DMD; forward KL and JS weight up
+    the samples in regions the generator under-covers (r > 1), which counters mode dropping.
+
+    Implemented: h(r) for reverse KL, forward KL, JS and squared Hellinger; r from DMD2's
+    discriminator head (always trained here, needs real data), clipped at |log r| <=
+    `max_log_ratio`; the weights normalised by their batch mean, so the step size stays DMD's;
+    DMD's per-sample normaliser; optional GAN loss on the generator (`gan_weight`); two
+    time-scale updates, backward simulation and CFG as in `dmd2`. Not implemented:
+    Uni-Instruct's expanded f-divergence losses of the SiD form."""
+
+    Config = FDistillConfig
+    cfg: FDistillConfig
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return True
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        x = self.generate(n, labels, device)
+        t = self.score_times(n, device)
+        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        losses = {}
+        with torch.no_grad():
+            real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+        if self.cfg.gan_weight > 0:
+            fake_x0, logits = self.discriminate(x_t, t, labels)
+            losses["gan"] = self.cfg.gan_weight * F.softplus(-logits).mean()
+        else:
+            with torch.no_grad():
+                fake_x0, logits = self.discriminate(x_t, t, labels)
+        weight = f_divergence_weight(logits.detach().clamp(-self.cfg.max_log_ratio, self.cfg.max_log_ratio),
+                                     self.cfg.divergence)
+        weight = weight / weight.mean().clamp(min=1e-8)
+        losses["distribution_matching"] = distribution_matching_loss(x, real_x0, fake_x0.detach(), weight)
+        return losses

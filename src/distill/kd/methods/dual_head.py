@@ -42,8 +42,12 @@ class DHO(SoftTargetMethod):
         return student.model_copy(update={"dual_head": DualHeadConfig(
             alpha=cfg.inference_alpha, beta=cfg.inference_beta)})
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
         label_logits, distill_logits = self.student.heads(x)
-        return self.soft_target_losses(label_logits, self.teacher_logits(x), y,
+        return self.soft_target_losses(label_logits, self.batch_teacher_outputs(batch), y,
                                        distill_student=distill_logits)

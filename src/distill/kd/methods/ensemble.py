@@ -63,8 +63,12 @@ class EnsembleMethod(ClassifierMethod):
                          total_steps=total_steps)
         self.ensemble = load_teacher_ensemble(cfg.teachers, data, "method.teachers")
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
     @torch.no_grad()
-    def all_teacher_logits(self, x: Tensor) -> Tensor:
+    def teacher_outputs(self, x: Tensor) -> Tensor:
         """(B, N, K): the logits of every teacher, the run's teacher first."""
         return torch.stack([self.teacher_logits(x), *(m(x).float() for m in self.ensemble)], 1)
 
@@ -114,9 +118,9 @@ class MEAL(EnsembleMethod):
         self.discriminator = OutputDiscriminator(data.num_classes, cfg.discriminator_width)
 
     @torch.no_grad()
-    def ensemble_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean softmax at T, mean logits) of all teachers, each (B, K)."""
-        logits = self.all_teacher_logits(x)
+    def ensemble_outputs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(mean softmax at T, mean logits) of all teachers on the batch's rows, each (B, K)."""
+        logits = self.batch_teacher_outputs(batch)
         return torch.softmax(logits / self.cfg.temperature, -1).mean(1), logits.mean(1)
 
     def param_groups(self) -> list[ParamGroup]:
@@ -125,7 +129,7 @@ class MEAL(EnsembleMethod):
 
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
-        probs, teacher_logits = self.ensemble_outputs(x)
+        probs, teacher_logits = self.ensemble_outputs(batch)
         if group == "discriminator":
             with torch.no_grad():
                 fake = self.student(x)
@@ -193,7 +197,7 @@ class MultiTeacher(EnsembleMethod):
 
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
-        teachers = self.all_teacher_logits(x)  # (B, N, K)
+        teachers = self.batch_teacher_outputs(batch)  # (B, N, K)
         weights = self.router(x)  # (B, N)
         routed = torch.logsumexp(torch.log(weights + 1e-12)[..., None] + torch.log_softmax(teachers, -1), 1)
         with torch.no_grad():

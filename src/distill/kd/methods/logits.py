@@ -3,7 +3,8 @@ which also trains teachers), Hinton's soft-target KD (`kd`) and decoupled KD (`d
 
 Training rows are the labelled split plus, when the dataset has one, its unlabelled transfer
 set (label -100): cross-entropy sees only labelled rows, the teacher sees every row. The
-teacher is live (dense logits, eval mode, no gradient).
+teacher runs in eval mode without gradient; methods whose teacher sees only the training rows
+as they are read its outputs precomputed once per row (`precompute_teacher`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class ClassifierMethodConfig(MethodConfig):
     label_fraction: float = Field(1.0, gt=0, le=1, description=(
         "fraction of the training labels kept (stratified); the rest train as unlabelled rows"))
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precompute_teacher: bool = Field(True, description=(
+        "compute the teacher's outputs for every training row once before training (the same "
+        "values a live frozen teacher gives: eval mode, rows unchanged) instead of a teacher "
+        "forward at every step; only methods whose teacher sees the rows as they are use it"))
 
 
 class ClassifierMethod(Method):
@@ -94,7 +99,32 @@ class ClassifierMethod(Method):
         """Whether rows without labels are useful to this method (only with a teacher)."""
         return self.needs_teacher
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        """Whether this method's teacher only ever sees the training rows unchanged, so its
+        outputs can be computed once per row (methods opt in; `precompute_teacher` opts out)."""
+        return False
+
+    def teacher_outputs(self, x: Tensor) -> Tensor:
+        """What the method reads from its teacher(s) for inputs x (B, ...): logits (B, K) here."""
+        return self.teacher_logits(x)
+
+    def batch_teacher_outputs(self, batch: Batch) -> Tensor:
+        """`teacher_outputs` of the batch's rows: the precomputed ones when the rows carry them."""
+        cached = batch.get("teacher_outputs")
+        return cached if cached is not None else self.teacher_outputs(batch["x"])
+
+    @torch.no_grad()
+    def precomputed_teacher_outputs(self, x: Tensor, chunk: int = 1024) -> Tensor:
+        """`teacher_outputs` of all rows x (N, ...), in chunks on the teacher's device, with
+        every frozen module in eval mode (as during training)."""
+        self.train(self.training)  # frozen modules (teachers) to eval mode
+        device = next(self.teacher.parameters()).device
+        return torch.cat([self.teacher_outputs(rows.to(device)).cpu() for rows in x.split(chunk)])
+
     def train_data(self) -> Batch:
+        if self.caches_teacher_outputs and self.cfg.precompute_teacher and "teacher_outputs" not in self._rows:
+            self._rows["teacher_outputs"] = self.precomputed_teacher_outputs(self._rows["x"])
         return self._rows
 
     def param_groups(self) -> list[ParamGroup]:
@@ -166,6 +196,10 @@ class KD(SoftTargetMethod):
         name: Literal["kd"] = "kd"
         mixup: float = Field(0.0, ge=0, description="Beta(m, m) input mixup on distillation rows; 0: off")
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return self.cfg.mixup <= 0  # with mixup the teacher sees mixed inputs
+
     def distill_inputs(self, x: Tensor) -> Tensor:
         """x, or x mixed with a shuffled copy of itself (mixup) for the distillation term."""
         if self.cfg.mixup <= 0:
@@ -177,7 +211,7 @@ class KD(SoftTargetMethod):
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
         if self.cfg.mixup <= 0:
-            return self.soft_target_losses(self.student(x), self.teacher_logits(x), y)
+            return self.soft_target_losses(self.student(x), self.batch_teacher_outputs(batch), y)
         xd = self.distill_inputs(x)
         return self.soft_target_losses(self.student(x), self.teacher_logits(xd), y,
                                        distill_student=self.student(xd))
@@ -202,9 +236,13 @@ class DKD(ClassifierMethod):
         ce_weight: float = Field(1.0, ge=0, description="weight of the labelled cross-entropy "
                                  "(CE_WEIGHT of the reference code, mdistiller)")
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
-        logits, teacher = self.student(x), self.teacher_logits(x)
+        logits, teacher = self.student(x), self.batch_teacher_outputs(batch)
         target = torch.where(y == IGNORE, teacher.argmax(-1), y)
         warm = warmup_weight(step, cfg.warmup_fraction, self.total_steps)
         return {"ce": cfg.ce_weight * labelled_cross_entropy(logits, y, cfg.label_smoothing),

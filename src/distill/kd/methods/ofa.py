@@ -99,9 +99,13 @@ class OFA(ClassifierMethod):
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("student", [*self.student.parameters(), *self.branches.parameters()])]
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
-        logits, teacher = self.student(x), self.teacher_logits(x)
+        logits, teacher = self.student(x), self.batch_teacher_outputs(batch)
         target = torch.where(y == IGNORE, teacher.argmax(-1), y)
         out = {"ce": cfg.ce_weight * labelled_cross_entropy(logits, y, cfg.label_smoothing),
                "ofa": cfg.kd_weight * ofa_loss(logits, teacher, target, cfg.eps, cfg.temperature)}

@@ -67,9 +67,13 @@ class SelfDistill(ClassifierMethod):
                 f"shapes than the student's {parameter_count(student):,}; train the teacher with the "
                 "student's model config (method: supervised), or use method kd for another teacher")
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
-        logits, previous = self.student(x), self.teacher_logits(x)
+        logits, previous = self.student(x), self.batch_teacher_outputs(batch)
         labelled = y != IGNORE
         if cfg.loss == "kl":
             return {"ce": cfg.gt_weight * labelled_cross_entropy(logits, y, cfg.label_smoothing),

@@ -136,10 +136,17 @@ class LELP(ClassifierMethod):
         within = torch.log_softmax(torch.cat([proj, -proj], dim=-1), dim=-1)
         return logits[:, :, None] + within
 
+    @property
+    def caches_teacher_outputs(self) -> bool:
+        return True
+
+    def teacher_outputs(self, x: Tensor) -> Tensor:
+        return self.teacher_subclass_logits(x)
+
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         x, y, cfg = batch["x"], batch["y"], self.cfg
         student = self.student.subclass_logits(x)
-        teacher = self.teacher_subclass_logits(x)
+        teacher = self.batch_teacher_outputs(batch)
         out = {"subclass_kd": cfg.alpha * losses.forward_kl(student.flatten(1), teacher.flatten(1),
                                                             temperature=cfg.temperature)}
         if cfg.alpha < 1:
