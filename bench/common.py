@@ -15,6 +15,15 @@ def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB; unlike ru_maxrss it starts afresh at
+    exec, so a child does not inherit its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def write_block(begin: str, end: str, body: str) -> None:
     """Replace the text between the `begin` and `end` markers of BENCHMARKS.md with `body`
     (appending the block if the markers are not there yet)."""

@@ -61,20 +61,11 @@ def one_step(kind: str, chunked: bool, chunk: int = CHUNK) -> None:
     loss.backward()
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM), MiB; unlike ru_maxrss it starts afresh at
-    exec, so a child does not inherit its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
 def peak_extra_mib(kind: str, chunked: bool, chunk: int = CHUNK) -> float:
     """Run one loss + backward in a fresh process; its peak RSS above the set-up, MiB."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import lm_kd; "
-            f"p = lm_kd.loss_problem({kind!r}); base = lm_kd.peak_rss_mib(); "
-            f"del p; lm_kd.one_step({kind!r}, {chunked}, {chunk}); print(lm_kd.peak_rss_mib() - base)")
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); import lm_kd; from common import peak_rss_mib; "
+            f"p = lm_kd.loss_problem({kind!r}); base = peak_rss_mib(); "
+            f"del p; lm_kd.one_step({kind!r}, {chunked}, {chunk}); print(peak_rss_mib() - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 

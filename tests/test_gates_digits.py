@@ -18,12 +18,14 @@ from distill.runner import run
 
 pytestmark = pytest.mark.gate
 DIGITS = REPO / "configs" / "digits"
-# The shipped teacher trains 3000 steps; 600 are enough for the gates and keep CI short (the
-# teacher is ~3 steps/s on one thread). Measured with these settings (one thread): teacher
-# FID 109.7 / 10.4 / 5.33 at 1 / 4 / 50 steps (class accuracy 97% at 50); progressive 8 -> 4
-# steps FID 6.63 (class accuracy 98.3%; 6.64 at batch 128); ode-pairs 1 step FID 11.1 (9.60
-# with 2000 pairs at batch 128). The students train at batch 64 to halve their time.
-SHORT_TEACHER = "teacher.overrides=[train.steps=600]"
+# The shipped teacher trains 3000 steps at batch 128; 600 steps at batch 64 are enough for the
+# gates and keep CI short (the UNet forward is compute-bound: ~114 ms per 128 images on one
+# thread). Measured with these settings (one thread, tests/test_gates_digits.py): teacher FID
+# 111.9 / 11.4 / 7.32 at 1 / 4 / 50 steps (class accuracy 94.9% at 50); progressive 8 -> 4
+# steps FID 8.74 (class accuracy 97.3%); ode-pairs 1 step FID 13.7. (With the teacher at
+# batch 128: 109.7 / 10.4 / 5.33, progressive 6.63, ode-pairs 11.1.) The students train at
+# batch 64 to halve their time.
+SHORT_TEACHER = "teacher.overrides=[train.steps=600,train.batch_size=64]"
 SHORT = {
     "progressive": ["method.start_steps=8", "train.steps=400", "train.batch_size=64"],
     # its gate reads only the 1-step rows: the teacher's 4- and 50-step rows are not sampled again
