@@ -20,11 +20,12 @@ pytestmark = pytest.mark.gate
 DIGITS = REPO / "configs" / "digits"
 # The shipped teacher trains 3000 steps at batch 128; 600 steps at batch 64 are enough for the
 # gates and keep CI short (the UNet forward is compute-bound: ~114 ms per 128 images on one
-# thread). Measured with these settings (one thread, tests/test_gates_digits.py): teacher FID
-# 111.9 / 11.4 / 7.32 at 1 / 4 / 50 steps (class accuracy 94.9% at 50); progressive 8 -> 4
-# steps FID 8.74 (class accuracy 97.3%); ode-pairs 1 step FID 13.7. (With the teacher at
-# batch 128: 109.7 / 10.4 / 5.33, progressive 6.63, ode-pairs 11.1.) The students train at
-# batch 64 to halve their time.
+# thread), and the gates score 500 samples per row (the recipes: 1000). Measured with these
+# settings (one thread, tests/test_gates_digits.py): teacher FID 114.6 / 11.95 / 8.69 at
+# 1 / 4 / 50 steps (class accuracy 94.6% at 50); progressive 8 -> 4 steps FID 9.65 (class
+# accuracy 96.8%); ode-pairs 1 step FID 14.6. (1000 samples: teacher 111.9 / 11.4 / 7.32,
+# progressive 8.74, ode-pairs 13.7; with the teacher at batch 128 as well: 109.7 / 10.4 /
+# 5.33, progressive 6.63, ode-pairs 11.1.) The students train at batch 64 to halve their time.
 SHORT_TEACHER = "teacher.overrides=[train.steps=600,train.batch_size=64]"
 SHORT = {
     "progressive": ["method.start_steps=8", "train.steps=400", "train.batch_size=64"],
@@ -38,7 +39,7 @@ SHORT = {
 def distilled(method: str, root: str) -> dict:
     """Run the shipped digits recipe once per session; eval.json rows keyed by (model, nfe)."""
     cfg = load_config(DIGITS / f"{method}-digits.yaml",
-                      ["train.progress=false", "eval.nfe=[1,4,50]", "eval.timing_repeats=0", SHORT_TEACHER,
+                      ["train.progress=false", "eval.nfe=[1,4,50]", "eval.timing_repeats=0", "eval.n_samples=500", SHORT_TEACHER,
                        *SHORT[method]])
     result = run(cfg, Path(root) / method)
     data = json.loads((result.run_dir / "eval.json").read_text())

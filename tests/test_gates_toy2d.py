@@ -72,7 +72,7 @@ def test_progressive_two_step_student(dataset, root):
     assert student["swd"] <= teacher2["swd"] / 3, (student["swd"], teacher2["swd"])
 
 
-def best_seconds_interleaved(fns: list, repeats: int = 4) -> list[float]:
+def best_seconds_interleaved(fns: list, repeats: int = 3) -> list[float]:
     """Best-of-`repeats` wall time of each function, timed in turns (a, b, a, b, ...) so that
     load from other processes (the other test worker) hits every function alike."""
     best = [float("inf")] * len(fns)
