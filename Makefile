@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/step_distillation.py
 	$(BIN)/python bench/digits.py
+	$(BIN)/python bench/fake_score_memory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
