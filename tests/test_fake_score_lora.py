@@ -12,8 +12,6 @@ import torch
 from pydantic import ValidationError
 
 from distill.config import load_config
-from distill.data.toy2d import TOY_CONFIGS
-from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.fake_score import FakeScoreConfig, build_fake_score, lora_target_names
 from distill.diffusion.methods.distribution_matching import (
     DMD2,
@@ -24,17 +22,8 @@ from distill.diffusion.methods.distribution_matching import (
     variational_score_loss,
 )
 from distill.errors import ConfigError
-from distill.models.mlp import TimeMLP
 from distill.runner import run
-
-
-def toy_data():
-    return TOY_CONFIGS["8gaussians"](n=256, n_test=256).build()
-
-
-def mlp_denoiser(seed: int = 0) -> Denoiser:
-    torch.manual_seed(seed)
-    return Denoiser(TimeMLP((2,), hidden=16, depth=2, time_dim=8))
+from test_distribution_matching import mlp_denoiser, toy_data
 
 
 def test_lora_fake_score_starts_as_the_teacher_and_shares_its_frozen_weights():

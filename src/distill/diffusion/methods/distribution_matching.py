@@ -242,21 +242,35 @@ class DMD2(Method):
                 F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean())
         return losses
 
-    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
-                         device: torch.device) -> dict[str, Tensor]:
+    def noised_generator_sample(self, n: int, labels: Tensor | None,
+                                device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """(x = G(z) with gradient, t ~ U[t_min, t_max], x_t = alpha_t x + sigma_t eps)."""
         x = self.generate(n, labels, device)
         t = self.score_times(n, device)
-        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        return x, t, self.student.schedule.add_noise(x, torch.randn_like(x), t)
+
+    def sample_weight(self, logits: Tensor | None) -> Tensor | None:
+        """Per-sample weight of the distribution-matching gradient from the discriminator's
+        logits at x_t (None: equal weights; f-distill's h(r))."""
+        return None
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        x, t, x_t = self.noised_generator_sample(n, labels, device)
         losses = {}
         with torch.no_grad():
             real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
-        if self.head is not None:  # features need the graph through x_t
+        if self.head is None:
+            with torch.no_grad():
+                fake_x0, logits = self.fake.x0(x_t, t, labels), None
+        elif self.cfg.gan_weight > 0:  # the GAN loss needs the graph through the features
             fake_x0, logits = self.discriminate(x_t, t, labels)
             losses["gan"] = self.cfg.gan_weight * F.softplus(-logits).mean()
         else:
             with torch.no_grad():
-                fake_x0 = self.fake.x0(x_t, t, labels)
-        losses["distribution_matching"] = distribution_matching_loss(x, real_x0, fake_x0.detach())
+                fake_x0, logits = self.discriminate(x_t, t, labels)
+        losses["distribution_matching"] = distribution_matching_loss(
+            x, real_x0, fake_x0.detach(), self.sample_weight(logits))
         return losses
 
     def student_steps(self) -> list[int]:
@@ -340,9 +354,7 @@ class SiD(DMD2):
 
     def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
                          device: torch.device) -> dict[str, Tensor]:
-        x = self.generate(n, labels, device)
-        t = self.score_times(n, device)
-        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        x, t, x_t = self.noised_generator_sample(n, labels, device)
         real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
         fake_x0 = self.fake.x0(x_t, t, labels)
         return {"score_identity": score_identity_loss(x, real_x0, fake_x0, self.cfg.alpha)}
@@ -391,9 +403,7 @@ class VSD(DMD2):
 
     def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
                          device: torch.device) -> dict[str, Tensor]:
-        x = self.generate(n, labels, device)
-        t = self.score_times(n, device)
-        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
+        x, t, x_t = self.noised_generator_sample(n, labels, device)
         with torch.no_grad():
             real_eps = self.teacher.eps(x_t, t, labels, self.cfg.guidance)
             fake_eps = self.fake.eps(x_t, t, labels)
@@ -455,22 +465,8 @@ class FDistill(DMD2):
     def uses_discriminator(self) -> bool:
         return True
 
-    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
-                         device: torch.device) -> dict[str, Tensor]:
-        x = self.generate(n, labels, device)
-        t = self.score_times(n, device)
-        x_t = self.student.schedule.add_noise(x, torch.randn_like(x), t)
-        losses = {}
-        with torch.no_grad():
-            real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
-        if self.cfg.gan_weight > 0:
-            fake_x0, logits = self.discriminate(x_t, t, labels)
-            losses["gan"] = self.cfg.gan_weight * F.softplus(-logits).mean()
-        else:
-            with torch.no_grad():
-                fake_x0, logits = self.discriminate(x_t, t, labels)
-        weight = f_divergence_weight(logits.detach().clamp(-self.cfg.max_log_ratio, self.cfg.max_log_ratio),
-                                     self.cfg.divergence)
-        weight = weight / weight.mean().clamp(min=1e-8)
-        losses["distribution_matching"] = distribution_matching_loss(x, real_x0, fake_x0.detach(), weight)
-        return losses
+    def sample_weight(self, logits: Tensor | None) -> Tensor:
+        """h(r) at log r = the clipped discriminator logit, normalised by its batch mean."""
+        log_ratio = logits.detach().clamp(-self.cfg.max_log_ratio, self.cfg.max_log_ratio)
+        weight = f_divergence_weight(log_ratio, self.cfg.divergence)
+        return weight / weight.mean().clamp(min=1e-8)
