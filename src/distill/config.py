@@ -65,6 +65,8 @@ class EvalConfig(Section):
     timing_repeats: int = Field(3, ge=0, description="best-of-N timing of each sampler; 0: do not time (quick evaluations)")
     timing_samples: int = Field(10000, gt=0, description="samples per timed batch")
     plot_points: int = Field(2000, gt=0, description="samples kept for plots (points or images)")
+    straightness: bool = Field(False, description=(
+        "also measure each model's path straightness (Liu et al. 2023) on its 64-step Euler path"))
 
 
 # Keys whose change never makes a checkpoint invalid: a run may be resumed with them changed.

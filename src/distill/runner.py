@@ -25,7 +25,7 @@ from distill.config import (
 )
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer
+from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer, straightness_of
 from distill.diffusion.export import load_denoiser, save_denoiser
 from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import CheckpointError, ConfigError, ModelMismatchError
@@ -238,6 +238,8 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
               "n_generated": cfg.eval.n_samples, "rows": rows, "floor": scorer.floor(),
               "floor_samples": len(data.test) if data.is_image else None,
               **scorer.info()}
+    if cfg.eval.straightness:
+        result["straightness"] = straightness_of(models, data, cfg.eval)
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
     write_report(run_dir)

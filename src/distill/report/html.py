@@ -195,6 +195,12 @@ def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, 
         else:
             parts.append(f'<p class="meta">data floor (held-out data vs training data): '
                          f"{escape(values)}; differences below it are sampling noise.</p>")
+    straightness = eval_data.get("straightness") or {}
+    if straightness:
+        values = ", ".join(f"{name} {format_metric(v)}" for name, v in straightness.items())
+        parts.append(f'<p class="meta">path straightness (Liu et al. 2023: variance of the velocity '
+                     f"along each 64-step Euler path, per dimension; 0 is a straight path that one "
+                     f"Euler step follows exactly): {escape(values)}.</p>")
     metrics = list(eval_data.get("metrics") or [eval_data.get("primary_metric") or "swd"])
     figures = [_img(plots.metric_vs_nfe(eval_data, m, BASELINE), f"{m} vs NFE") for m in metrics]
     parts += ["<h2>Quality vs function evaluations</h2>",

@@ -5,5 +5,6 @@ from distill.diffusion.methods import (  # noqa: F401
     distribution_matching,
     ode_pairs,
     progressive,
+    rectified_flow,
     teacher,
 )
