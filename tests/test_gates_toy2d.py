@@ -92,7 +92,7 @@ def test_one_step_student_is_about_64x_faster_than_teacher_64(root):
     student, _ = load_denoiser(run_dir / "student")
     cfg = load_config(run_dir / "config.yaml")
     teacher, _ = cfg.teacher.load()
-    noise = fixed_noise(10_000, (2,), seed=0)
+    noise = fixed_noise(2_000, (2,), seed=0)  # ~20 ms per teacher step: compute-bound, not overhead
     with torch.inference_mode():
         sample(student, noise, 1), sample(teacher, noise, 64)  # warm-up
         student_s, teacher_s = best_seconds_interleaved([lambda: sample(student, noise, 1),

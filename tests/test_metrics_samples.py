@@ -10,6 +10,8 @@ import torch
 from distill.data.toy2d import EIGHT_GAUSSIANS_STD, eight_gaussians_modes, sample_8gaussians
 from distill.metrics import samples
 from distill.metrics.samples import (
+    BANDWIDTHS,
+    _rbf_sum,
     energy_distance,
     energy_self_term,
     mmd_rbf,
@@ -129,3 +131,10 @@ def test_precomputed_reference_terms_give_the_same_distances():
     a, b = torch.randn(300, 2, generator=gen), torch.randn(400, 2, generator=gen) + 0.3
     assert mmd_rbf(a, b, b_self=mmd_self_term(b)) == mmd_rbf(a, b)
     assert energy_distance(a, b, b_self=energy_self_term(b)) == energy_distance(a, b)
+
+
+@pytest.mark.parametrize("bandwidths", [BANDWIDTHS, (0.3, 0.7), (1.0, 0.5, 0.25, 3.0)])
+def test_rbf_kernel_by_repeated_squaring_equals_the_sum_of_exponentials(bandwidths):
+    sq = torch.rand(300, 200, dtype=torch.float64) * 40
+    direct = sum(torch.exp(-sq / (2 * h * h)) for h in bandwidths)
+    torch.testing.assert_close(_rbf_sum(bandwidths)(sq), direct, rtol=1e-13, atol=1e-15)

@@ -52,6 +52,8 @@ def run(
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides: train.steps=200 eval.nfe=[1,2,4]")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>)")] = None,
     force: Annotated[bool, typer.Option(help="resume a run dir even if its config differs")] = False,
+    evaluate: Annotated[bool, typer.Option(help="evaluate and report after training (--no-evaluate: train "
+                                                "and export only; `distill eval RUN_DIR` later)")] = True,
 ) -> None:
     """Train, evaluate and report one run; re-running the same command resumes it."""
     import json
@@ -61,7 +63,7 @@ def run(
 
     try:
         cfg = load_config(config, overrides or [])
-        result = run_(cfg, run_dir, force=force)
+        result = run_(cfg, run_dir, force=force, evaluate=evaluate)
     except DistillError as err:
         _fail(err)
         return

@@ -10,7 +10,6 @@ import copy
 import re
 from typing import Literal
 
-from peft import LoraConfig, inject_adapter_in_model
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -63,6 +62,8 @@ def build_fake_score(teacher: Denoiser, cfg: FakeScoreConfig) -> Denoiser:
     adapted network equals the teacher at step 0)."""
     if cfg.kind == "copy":
         return copy.deepcopy(teacher).train().requires_grad_(True)
+    from peft import LoraConfig, inject_adapter_in_model  # ~5 s of imports: only when asked for
+
     fake = shared_weight_copy(teacher).requires_grad_(False)
     names = lora_target_names(fake.net, cfg.targets)
     # one regex of the exact paths: peft matches a list's names against path endings too
