@@ -37,6 +37,11 @@ SHORT = {
     "mcd": ["train.steps=1000", "train.batch_size=256"],
     "dmd": ["train.steps=800", "method.pairs=5000"],
     "vsd": ["train.batch_size=256"],
+    # rectified flow (test_gates_rectified_flow.py; recipe numbers in docs/methods.md)
+    "reflow": ["train.steps=1000", "method.pairs=10000", "train.batch_size=256", "train.lr=2e-4",
+               "train.ema_decay=0.995"],
+    "instaflow": ["train.steps=1500", "method.pairs=10000", "train.batch_size=256"],
+    "slimflow": ["train.steps=2000", "method.pairs=10000", "train.batch_size=256"],
 }
 
 
@@ -49,7 +54,8 @@ def distilled(method: str, dataset: str, root: str) -> dict:
                        *SHORT.get(method, [])])
     result = run(cfg, Path(root) / f"{method}-{dataset}")
     data = json.loads((result.run_dir / "eval.json").read_text())
-    return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]}}
+    return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]},
+            "straightness": data.get("straightness")}
 
 
 @pytest.fixture(scope="session")
