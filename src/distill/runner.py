@@ -83,8 +83,12 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
                 "student.init=teacher copies a distill export's weights into the same student "
                 "config; a diffusers teacher has no student config to copy. Set student.init: "
                 "random (or train a distill teacher and use it).")
+        # a two-time student (flow map) starts as its one-time teacher: same weights, zero
+        # weights on its second time's inputs
         mine = cfg.student.model_dump(exclude={"init"})
-        theirs = {k: v for k, v in teacher_meta["model"].items() if k != "init"}
+        theirs = {"two_time": False, **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
+        one_time_into_two = mine["two_time"] and not theirs["two_time"]
+        theirs["two_time"] = mine["two_time"] if one_time_into_two else theirs["two_time"]
         if mine != theirs:
             diffs = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                      if mine.get(k) != theirs.get(k)}
@@ -92,7 +96,10 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
             raise ModelMismatchError(
                 f"student.init=teacher needs the student architecture to equal the teacher's: "
                 f"{shown}. Set student.init=random or copy the teacher's model settings into student.")
-        student.net.load_state_dict(teacher.net.state_dict())
+        if one_time_into_two:
+            student.net.load_one_time_state(teacher.net.state_dict())
+        else:
+            student.net.load_state_dict(teacher.net.state_dict())
     return student
 
 

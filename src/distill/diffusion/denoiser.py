@@ -64,8 +64,14 @@ class Denoiser(nn.Module):
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         return cond.long()
 
+    @property
+    def two_time(self) -> bool:
+        """Whether the network also takes a second time s (a flow map's average velocity)."""
+        return bool(getattr(self.net, "two_time", False))
+
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """The raw prediction (of type `self.prediction`) without guidance."""
+        """The raw prediction (of type `self.prediction`) without guidance; a two-time network
+        is asked at s = t, where its average velocity is the instantaneous one."""
         labels = self.labels(cond, x_t.shape[0], x_t.device)
         if self.preconditioning == "none":
             return self.net(x_t, t, labels)
@@ -112,3 +118,10 @@ class Denoiser(nn.Module):
 
     def score(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         return self.predict(x_t, t, "score", cond, guidance)
+
+    def average_velocity(self, x_t: Tensor, t: Tensor, s: Tensor, cond: Tensor | None = None) -> Tensor:
+        """u(x_t, t, s) = (x_t - x_s) / (t - s), the average velocity of the flow from time t to
+        s (both (B,)), of a two-time network (flow maps, MeanFlow): x_s = x_t + (s - t) u."""
+        if not self.two_time:
+            raise ValueError("average_velocity needs a two-time network (student.two_time: true)")
+        return self.net(x_t, t, self.labels(cond, x_t.shape[0], x_t.device), s)

@@ -12,6 +12,8 @@ from a generator seeded with `seed`, so they are reproducible too.
   prediction, first order on the last step, on a Karras noise-level grid (`karras_grid`).
 - `multistep`: denoise to x0, re-noise to the next t with fresh noise (the multistep
   consistency sampler, Song et al. 2023, Alg. 1); the sampler of few-step students.
+- `flow-map`: jumps x_s = x_t + (s - t) u(x_t, t, s) of a two-time network's average velocity
+  (MeanFlow, Geng et al. 2025, Eq. 3); the sampler of `meanflow` students.
 
 These are written once against the Schedule/Denoiser seam rather than wrapping diffusers'
 scheduler classes: a diffusers scheduler owns its own discrete sigma table per class, while
@@ -31,7 +33,7 @@ from torch import Tensor
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import Schedule, expand_time
 
-SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep")
+SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep", "flow-map")
 
 
 def fixed_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
@@ -171,6 +173,16 @@ def multistep(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator
     return x0
 
 
+def flow_map(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """x_s = x_t + (s - t) u(x_t, t, s) between grid times (NFE = steps); no guidance (a
+    flow-map student learns its teacher's guided flow)."""
+    denoiser = model.denoiser
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        tt, ss = t.expand(x.shape[0]).to(x.dtype), t_next.expand(x.shape[0]).to(x.dtype)
+        x = x + (t_next - t) * denoiser.average_velocity(x, tt, ss, model.cond)
+    return x
+
+
 def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels: Tensor | None = None,
               guidance: float = 1.0, eta: float = 0.0) -> Tensor:
     """One DDIM step (Song et al. 2021, Eq. 12 and 16) from t to t_next, both (B,) with t > 0:
@@ -191,6 +203,7 @@ def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": euler, "heun": heun, "ddim": ddim, "dpm++2m": dpm_solver_pp_2m, "multistep": multistep,
+    "flow-map": flow_map,
 }
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import ScheduleName
+from distill.errors import ConfigError
 
 PURE_NOISE_AT_ONE = ("flow", "trigflow")  # schedules with alpha(1) = 0
 
@@ -25,6 +26,10 @@ class ModelConfig(BaseModel):
     schedule: ScheduleName = "flow"
     preconditioning: Literal["none", "edm"] = "none"
     init: Literal["random", "teacher"] = "random"
+    two_time: bool = Field(False, description=(
+        "the network also takes a second time s and predicts the average velocity from s to t "
+        "(flow maps: meanflow); initialised from a one-time teacher, it starts as the teacher"))
+    supports_two_time: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -35,6 +40,9 @@ class ModelConfig(BaseModel):
                 f"schedule {self.schedule} has alpha(1) = 0 (pure noise), where x0 cannot be "
                 "recovered from an eps prediction nor x_t be rescaled by 1/alpha: use "
                 "prediction: velocity or x0 without preconditioning, or a VP/edm schedule")
+        if self.two_time and (self.schedule, self.prediction, self.preconditioning) != ("flow", "velocity", "none"):
+            raise ValueError("two_time: true predicts an average velocity: it needs schedule: flow, "
+                             "prediction: velocity and no preconditioning")
         if self.schedule == "edm" and self.preconditioning != "edm":
             raise ValueError("schedule: edm has noise levels up to sigma = 80, which a network "
                              "cannot take unscaled; set preconditioning: edm and prediction: x0")
@@ -49,5 +57,8 @@ class ModelConfig(BaseModel):
     def make_denoiser(self, shape: tuple[int, ...], num_classes: int | None) -> Denoiser:
         """The backbone wrapped with this config's schedule, prediction and preconditioning."""
         self.check_shape(shape)
+        if self.two_time and not self.supports_two_time:
+            raise ConfigError(f"student.two_time: the {self.name!r} backbone takes one time only; "
+                              "use the mlp backbone for flow-map students")
         return Denoiser(self.build(shape, num_classes), self.schedule, self.prediction,
                         num_classes=num_classes, preconditioning=self.preconditioning)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -22,31 +22,49 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0) -> Ten
 
 
 class TimeMLP(nn.Module):
-    """x: (B, *shape), t: (B,), cond: (B,) | None -> (B, *shape). x is flattened; time enters
-    as a sinusoidal embedding and the class as a learned embedding, concatenated to x."""
+    """x: (B, *shape), t: (B,), cond: (B,) | None[, s: (B,)] -> (B, *shape). x is flattened;
+    time enters as a sinusoidal embedding and the class as a learned embedding, concatenated to
+    x. A `two_time` network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4),
+    appended last, so that a one-time network's weights load into it with zero weights on the
+    new inputs (`load_one_time_state`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, time_dim: int,
-                 activation: str = "silu", num_classes: int | None = None) -> None:
+                 activation: str = "silu", num_classes: int | None = None, two_time: bool = False) -> None:
         super().__init__()
-        self.shape, self.time_dim = tuple(shape), time_dim
+        self.shape, self.time_dim, self.two_time = tuple(shape), time_dim, two_time
         dim = math.prod(shape)
         act = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[activation]
         self.class_embedding = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
         layers: list[nn.Module] = []
-        width = dim + time_dim * (2 if num_classes else 1)
+        width = dim + time_dim * (2 if num_classes else 1) + (time_dim if two_time else 0)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), act()]
             width = hidden
         layers.append(nn.Linear(width, dim))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, s: Tensor | None = None) -> Tensor:
         parts = [x.flatten(1), sinusoidal_embedding(t, self.time_dim).to(x.dtype)]
         if self.class_embedding is not None:
             if cond is None:
                 raise ValueError("this network is class-conditional: pass class labels")
             parts.append(self.class_embedding(cond).to(x.dtype))
+        if self.two_time:
+            parts.append(sinusoidal_embedding(t - (t if s is None else s), self.time_dim).to(x.dtype))
+        elif s is not None:
+            raise ValueError("this network takes one time; build it with two_time=True for a second")
         return self.layers(torch.cat(parts, dim=1)).reshape(x.shape)
+
+    def load_one_time_state(self, state: dict[str, Tensor]) -> None:
+        """Load a one-time TimeMLP's weights: the first layer's weights on the t - s embedding
+        start at zero, so the output is the one-time network's for every s."""
+        first = "layers.0.weight"
+        own = self.layers[0].weight
+        if state[first].shape[1] + self.time_dim != own.shape[1]:
+            raise ValueError(f"{first}: {tuple(state[first].shape)} does not fit {tuple(own.shape)} "
+                             "less one time embedding")
+        padded = torch.cat([state[first], own.new_zeros(own.shape[0], self.time_dim)], dim=1)
+        self.load_state_dict({**state, first: padded})
 
 
 @MODELS.register("mlp", summary="MLP with sinusoidal time embedding, for points and small vectors")
@@ -56,6 +74,8 @@ class MLPConfig(ModelConfig):
     depth: int = Field(4, gt=0)
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
+    supports_two_time: ClassVar[bool] = True
 
     def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
-        return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes)
+        return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes,
+                       self.two_time)

@@ -3,6 +3,7 @@
 from distill.diffusion.methods import (  # noqa: F401
     consistency,
     distribution_matching,
+    flow_map,
     ode_pairs,
     progressive,
     rectified_flow,
