@@ -1,6 +1,6 @@
-"""Flow maps (`meanflow`): the two-time backbone, its start from a one-time teacher, the
-flow-map sampler, and the MeanFlow identity target checked on a flow with a known average
-velocity."""
+"""Flow maps (`meanflow`, `flow-map`): the two-time backbone, its start from a one-time teacher,
+the flow-map sampler, and the MeanFlow and Lagrangian targets checked on a flow with a known
+average velocity."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from distill.config import load_config
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.flow_map import MeanFlow
+from distill.diffusion.methods.flow_map import FlowMapDistillation, MeanFlow
 from distill.diffusion.samplers import sample
 from distill.errors import ConfigError
 from distill.models.mlp import MLPConfig, TimeMLP
@@ -110,3 +110,28 @@ def test_a_short_meanflow_run_starts_from_the_teacher_and_exports_a_flow_map_stu
     # four small steps from the teacher's weights: the 1-step flow map is still near the
     # teacher's own 1-step Euler sample
     assert rows["student", 1]["swd"] == pytest.approx(rows["teacher", 1]["swd"], rel=0.3)
+
+
+def test_the_data_free_flow_map_reads_prior_noise_only_and_its_target_vanishes_at_the_true_map():
+    data = toy_data()
+    data.train = torch.empty(data.train.shape, device="meta")  # any read of the data fails
+    cfg = FlowMapDistillation.Config(prior_samples=128, adaptive_power=0.0, fd_step=1e-4, flow_ratio=0.0)
+    exact = FlowMapDistillation(cfg, Denoiser(ExactAverageVelocity()), Denoiser(LinearFlow()), data)
+    rows = exact.train_data()
+    assert set(rows) == {"noise"} and rows["noise"].shape == (128, 2)
+    torch.manual_seed(0)
+    assert exact(rows, "student", 0)["lagrangian"] < 1e-6
+    wrong = FlowMapDistillation(cfg, Denoiser(ExactAverageVelocity(0.8)), Denoiser(LinearFlow()), data)
+    torch.manual_seed(0)
+    assert wrong(rows, "student", 0)["lagrangian"] > 1e-3
+    jvp = FlowMapDistillation(cfg.model_copy(update={"tangent": "jvp"}), Denoiser(ExactAverageVelocity()),
+                              Denoiser(LinearFlow()), data)
+    torch.manual_seed(0)
+    assert jvp(rows, "student", 0)["lagrangian"] < 1e-6
+
+
+def test_two_time_is_refused_by_a_backbone_that_takes_one_time():
+    from distill.models.image import UNetConfig
+
+    with pytest.raises(ConfigError, match="two_time"):
+        UNetConfig(two_time=True).make_denoiser((1, 8, 8), None)
