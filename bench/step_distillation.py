@@ -23,7 +23,7 @@ from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.runner import run
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "reflow", "instaflow", "slimflow", "meanflow",
-           "dmd", "dmd2", "sid", "vsd", "f-distill")
+           "flow-map", "dmd", "dmd2", "sid", "vsd", "f-distill")
 BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
 
 
