@@ -47,6 +47,15 @@ class MeanFlowConfig(MethodConfig):
         "flow-map steps the student is evaluated and exported at"))
 
 
+def adaptive_l2(pred: Tensor, target: Tensor, power: float, c: float) -> Tensor:
+    """MeanFlow's robust loss (Geng et al. 2025, Sec. 4.3): mean of w |pred - target|² per
+    sample with w = sg(1 / (|pred - target|² + c)^power); power 0 is the plain mean squared error."""
+    error = (pred - target).pow(2).flatten(1).sum(1)
+    if power > 0:
+        return ((error.detach() + c).pow(-power) * error).mean()
+    return error.mean() / pred[0].numel()
+
+
 def require_two_time_student(student: Denoiser, teacher: Denoiser, method: str) -> None:
     if not student.two_time:
         raise ConfigError(f"method {method!r} trains a flow map: set student.two_time: true (an mlp "
@@ -121,11 +130,7 @@ class MeanFlow(Method):
             v = self.teacher.velocity(x_t, t, labels, self.cfg.guidance)
         u, dudt = self.tangent(x_t, t, s, v, labels)
         target = v - expand_time(t - s, v) * dudt
-        error = (u - target).pow(2).flatten(1).sum(1)
-        if self.cfg.adaptive_power > 0:
-            weight = (error.detach() + self.cfg.adaptive_c).pow(-self.cfg.adaptive_power)
-            return {"meanflow": (weight * error).mean()}
-        return {"meanflow": error.mean() / x0[0].numel()}
+        return {"meanflow": adaptive_l2(u, target, self.cfg.adaptive_power, self.cfg.adaptive_c)}
 
     def student_steps(self) -> list[int]:
         return sorted(set(self.cfg.student_steps))
@@ -225,11 +230,7 @@ class FlowMapDistillation(Method):
             landing = x_t + expand_time(s - t, x_t) * value
             v = self.teacher.velocity(landing, s, labels, self.cfg.guidance)
             target = v - expand_time(s - t, v) * duds
-        error = (value - target).pow(2).flatten(1).sum(1)
-        if self.cfg.adaptive_power > 0:
-            weight = (error.detach() + self.cfg.adaptive_c).pow(-self.cfg.adaptive_power)
-            return {"lagrangian": (weight * error).mean()}
-        return {"lagrangian": error.mean() / noise[0].numel()}
+        return {"lagrangian": adaptive_l2(value, target, self.cfg.adaptive_power, self.cfg.adaptive_c)}
 
     def student_steps(self) -> list[int]:
         return sorted(set(self.cfg.student_steps))
