@@ -3,8 +3,10 @@
     .venv/bin/python bench/step_distillation.py [--out runs/bench] [--datasets 8gaussians checkerboard]
 
 Writes the results table into BENCHMARKS.md (between the step-distillation markers), with
-the command that produced it. All numbers of one table come from one invocation: teacher
-and student rows of a dataset are measured in the same process on the same noise.
+the command that produced it, and a quality-vs-NFE plot per dataset (docs/img/
+step-distillation-<dataset>.png: the teacher's SWD curve with every method's student rows).
+All numbers of one table come from one invocation: teacher and student rows of a dataset are
+measured in the same process on the same noise.
 """
 
 from __future__ import annotations
@@ -20,18 +22,35 @@ from common import REPO, machine, write_block
 from distill.config import load_config
 from distill.report import comparison_rows
 from distill.report.compare import format_metric, format_ms, format_speedup
+from distill.report.plots import metric_vs_nfe
 from distill.runner import run
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "dmd", "dmd2", "sid", "vsd", "f-distill")
 BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
+PLOTS = REPO / "docs" / "img"
+
+
+def write_plot(dataset: str, teacher_rows: list[dict], students: dict[str, list[dict]]) -> Path:
+    """docs/img/step-distillation-<dataset>.png: SWD vs NFE, the teacher's curve and each
+    method's student rows as labelled markers."""
+    rows = teacher_rows + [{**r, "model": method, "sampler": ""} for method, found in students.items()
+                           for r in found]
+    path = PLOTS / f"step-distillation-{dataset}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(metric_vs_nfe({"rows": rows}, "swd"))
+    return path
+
+
+HEADER = ["| dataset | model | NFE | SWD | MMD | ms / sample | train s | ≡ teacher NFE | speed-up |",
+          "|---|---|---|---|---|---|---|---|---|"]
 
 
 def bench(datasets: list[str], out: Path) -> str:
-    lines = ["| dataset | model | NFE | SWD | MMD | ms / sample | train s | ≡ teacher NFE | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """One table and one SWD-vs-NFE plot per dataset."""
+    sections = []
     for dataset in datasets:
-        teacher_rows = None
+        lines, teacher_rows, students = list(HEADER), None, {}
         for method in METHODS:
             cfg = load_config(REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml",
                               ["train.progress=false"])
@@ -47,12 +66,16 @@ def bench(datasets: list[str], out: Path) -> str:
                 for r in teacher_rows:
                     lines.append(f"| {dataset} | teacher (Euler) | {r['nfe']} | {format_metric(r['swd'])} | "
                                  f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | | | |")
+            students[method] = [r for r in eval_data["rows"] if r["model"] == "student"]
             for r in comparison_rows(eval_data):
                 lines.append(
                     f"| {dataset} | **{method}** | {r['nfe']} | {format_metric(r['swd'])} | "
                     f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | {seconds:.0f} | "
                     f"{r['match_nfe'] or '—'} | {format_speedup(r['speedup'], r['speedup_lower_bound'])} |")
-    return "\n".join(lines)
+        plot = write_plot(dataset, teacher_rows, students)
+        lines.append(f"\n![SWD vs NFE on {dataset}]({plot.relative_to(REPO)})")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def write_benchmarks(table: str, command: str) -> None:
