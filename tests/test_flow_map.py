@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from distill.config import load_config
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.flow_map import FlowMapDistillation, MeanFlow
+from distill.diffusion.methods.flow_map import Boot, FlowMapDistillation, MeanFlow
 from distill.diffusion.samplers import sample
 from distill.errors import ConfigError
 from distill.models.mlp import MLPConfig, TimeMLP
@@ -135,3 +135,20 @@ def test_two_time_is_refused_by_a_backbone_that_takes_one_time():
 
     with pytest.raises(ConfigError, match="two_time"):
         UNetConfig(two_time=True).make_denoiser((1, 8, 8), None)
+
+
+def test_boot_bootstraps_one_teacher_step_from_noise_only():
+    data = toy_data()
+    data.train = torch.empty(data.train.shape, device="meta")  # any read of the data fails
+    cfg = Boot.Config(prior_samples=128, delta=1e-3, solver="heun")
+    exact = Boot(cfg, Denoiser(ExactAverageVelocity()), Denoiser(LinearFlow()), data)
+    rows = exact.train_data()
+    noise = rows["noise"]
+    # the boundary G(eps, 1) = eps holds by construction; G(eps, t) follows the linear flow
+    torch.testing.assert_close(exact.jump(noise, torch.ones(128), None), noise)
+    torch.testing.assert_close(exact.jump(noise, torch.full((128,), 0.5), None), noise * math.exp(-0.5 * RATE))
+    torch.manual_seed(0)
+    small = exact(rows, "student", 0)["bootstrap"]
+    wrong = Boot(cfg, Denoiser(ExactAverageVelocity(1.2)), Denoiser(LinearFlow()), data)
+    torch.manual_seed(0)
+    assert small < 1e-6 < wrong(rows, "student", 0)["bootstrap"]
