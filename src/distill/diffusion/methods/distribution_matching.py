@@ -15,10 +15,11 @@ from torch import Tensor, nn
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.fake_score import FakeScoreConfig, build_fake_score
-from distill.diffusion.methods.ode_pairs import regression_loss, teacher_pairs
+from distill.diffusion.methods.ode_pairs import regression_loss
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.diffusion.samplers import time_grid
 from distill.diffusion.schedules import expand_time
+from distill.diffusion.teacher_pairs import cached_teacher_pairs
 from distill.errors import ConfigError
 from distill.kd.hooks import FeatureTaps
 from distill.method import Method, MethodConfig, ParamGroup
@@ -296,7 +297,7 @@ class DMD(DMD2):
                  seed: int = 0, **kwargs: object) -> None:
         super().__init__(cfg, student, teacher, data, seed, **kwargs)
         num_classes = data.num_classes if student.conditional else None
-        self._pairs = teacher_pairs(teacher, cfg.pairs, self.shape, num_classes, seed,
+        self._pairs = cached_teacher_pairs(teacher, cfg.pairs, self.shape, num_classes, seed,
                                     cfg.teacher_steps, "euler", cfg.guidance)
 
     def train_data(self) -> dict[str, Tensor]:

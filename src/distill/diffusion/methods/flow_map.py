@@ -17,9 +17,9 @@ from torch import Tensor
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.consistency import ode_step
-from distill.diffusion.methods.ode_pairs import generation_labels
 from distill.diffusion.samplers import fixed_noise
 from distill.diffusion.schedules import expand_time
+from distill.diffusion.teacher_pairs import generation_labels
 from distill.diffusion.timesteps import TimeSamplingConfig, sample_time_from
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.samplers import fixed_noise, sample
+from distill.diffusion.samplers import sample
+from distill.diffusion.teacher_pairs import cached_teacher_pairs
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
 
@@ -32,31 +33,6 @@ def regression_loss(pred: Tensor, target: Tensor, kind: str, c: float) -> Tensor
     if kind == "pseudo-huber":
         return (torch.sqrt(sq + c * c) - c).mean()
     return sq.mean() / pred[0].numel()
-
-
-def generation_labels(n: int, num_classes: int | None, seed: int) -> Tensor | None:
-    """Class labels to generate with: (n,) cycling 0..K-1 in a seeded order, or None."""
-    if not num_classes:
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
-
-
-@torch.no_grad()
-def teacher_pairs(teacher: Denoiser, n: int, shape: tuple[int, ...], num_classes: int | None,
-                  seed: int, steps: int, sampler: str = "euler", guidance: float = 1.0) -> dict[str, Tensor]:
-    """{"noise": (n, *shape), "target": (n, *shape)[, "y": (n,)]}: n teacher ODE solutions
-    (`steps` steps of `sampler`, CFG scale `guidance`) from noise seeded by `seed`."""
-    noise = fixed_noise(n, shape, seed=10_007 + seed)
-    labels = generation_labels(n, num_classes, seed=20_011 + seed)
-    chunk = max(1, 2**17 // max(1, noise[0].numel()))
-    targets = [sample(teacher, e, steps, sampler, cond=None if labels is None else labels[i : i + chunk],
-                      guidance=guidance)
-               for e, i in zip(noise.split(chunk), range(0, n, chunk), strict=True)]
-    bank = {"noise": noise, "target": torch.cat(targets)}
-    if labels is not None:
-        bank["y"] = labels
-    return bank
 
 
 @METHODS.register("ode-pairs", summary="regress the student onto teacher (noise, ODE solution) pairs",
@@ -89,7 +65,7 @@ class OdePairs(Method):
                       cond=labels, guidance=self.cfg.guidance)
 
     def make_pairs(self, n: int) -> dict[str, Tensor]:
-        return teacher_pairs(self.teacher, n, self.shape, self.num_classes, self.seed,
+        return cached_teacher_pairs(self.teacher, n, self.shape, self.num_classes, self.seed,
                              self.cfg.teacher_steps, self.cfg.teacher_sampler, self.cfg.guidance)
 
     def train_data(self) -> dict[str, Tensor] | None:

@@ -3,7 +3,7 @@ paths straighten (`reflow`), then distil it to one step (`instaflow`), or do bot
 smaller student (`slimflow`).
 
 All three read the teacher's couplings only, never the dataset: a bank of `pairs` noises z
-and the teacher's ODE solutions x = Φ_teacher(z), made once (`teacher_pairs`)."""
+and the teacher's ODE solutions x = Φ_teacher(z), made once and cached (`cached_teacher_pairs`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.ode_pairs import regression_loss, teacher_pairs
+from distill.diffusion.methods.ode_pairs import regression_loss
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.diffusion.samplers import sample
+from distill.diffusion.teacher_pairs import cached_teacher_pairs
 from distill.diffusion.timesteps import TimeSamplingConfig, sample_time_from
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
@@ -90,7 +91,7 @@ class Reflow(Method):
                               "class-conditional or both not")
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.num_classes = data.num_classes if student.conditional else None
-        bank = teacher_pairs(teacher, cfg.pairs, data.shape, self.num_classes, seed,
+        bank = cached_teacher_pairs(teacher, cfg.pairs, data.shape, self.num_classes, seed,
                              cfg.teacher_steps, cfg.teacher_sampler, cfg.guidance)
         self._bank = {**bank, "index": torch.arange(cfg.pairs)}
 
