@@ -26,7 +26,7 @@ from distill.report.plots import metric_vs_nfe
 from distill.runner import run
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "reflow", "instaflow", "slimflow", "meanflow",
-           "flow-map", "dmd", "dmd2", "sid", "vsd", "f-distill")
+           "flow-map", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill")
 BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
 PLOTS = REPO / "docs" / "img"
 
