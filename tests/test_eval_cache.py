@@ -61,3 +61,20 @@ def test_a_broken_cache_entry_is_recomputed(monkeypatch, tmp_path):
     entry.write_bytes(b"not a safetensors file")
     again, _ = evaluate.evaluate_generators(models, data, cfg, cache_context={}, cached=("teacher",))
     assert again == first and entry.stat().st_size > 100
+
+
+def test_the_data_floor_is_computed_once_per_context(monkeypatch, tmp_path):
+    from distill.diffusion.eval_cache import cached_floor
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"swd": 0.01, "mmd": 0.002}
+
+    assert cached_floor({"data": "8gaussians"}, compute) == {"swd": 0.01, "mmd": 0.002}
+    assert cached_floor({"data": "8gaussians"}, compute) == {"swd": 0.01, "mmd": 0.002}
+    assert len(calls) == 1
+    cached_floor({"data": "checkerboard"}, compute)
+    assert len(calls) == 2

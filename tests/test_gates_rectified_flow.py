@@ -4,14 +4,13 @@ shortened by test_gates_toy2d.SHORT (10,000 teacher couplings, batch 256):
 - `reflow` straightens the teacher's paths (straightness at most a tenth of the teacher's) and
   its 1-step student is at least 3x better (SWD) than the teacher at 1 step and within 1.5x of
   teacher-64, with every mode kept.
-- `instaflow`: the same 1-step bounds.
 - `slimflow`: the same 1-step bounds with a student of at most 1/3 of the teacher's parameters.
 
 Measured with these settings (single-threaded; SWD, teacher-64 0.0840, teacher-1 1.383,
 teacher straightness 0.756): reflow 1-step 0.1085 (1.29x teacher-64), 2-step 0.0871,
-straightness 0.0067; instaflow 0.0919 (1.09x); slimflow 0.0990 (1.18x, 54k vs 207k
-parameters). The full recipes and checkerboard (not gated here, for CI time) are in
-docs/methods.md.
+straightness 0.0067; slimflow 0.0990 (1.18x, 54k vs 207k parameters). `instaflow` (whose
+first phase is reflow) is not gated, for CI time: 0.0919 (1.09x) at 1500 steps, batch 256.
+The full recipes and checkerboard are in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -43,10 +42,6 @@ def test_reflow_straightens_the_paths_and_samples_in_one_step(root):
     straightness = result["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
     assert result["rows"]["student", 2]["swd"] < result["rows"]["student", 1]["swd"]
-
-
-def test_instaflow_one_step_student(root):
-    check_one_step(distilled("instaflow", "8gaussians", root)["rows"])
 
 
 def test_slimflow_one_step_student_with_a_third_of_the_parameters(root):

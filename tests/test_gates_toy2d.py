@@ -40,7 +40,6 @@ SHORT = {
     # rectified flow (test_gates_rectified_flow.py; recipe numbers in docs/methods.md)
     "reflow": ["train.steps=1000", "method.pairs=10000", "train.batch_size=256", "train.lr=2e-4",
                "train.ema_decay=0.995"],
-    "instaflow": ["train.steps=1500", "method.pairs=10000", "train.batch_size=256"],
     "slimflow": ["train.steps=2000", "method.pairs=10000", "train.batch_size=256"],
     # data-free flow maps (test_gates_flow_map.py)
     "boot": ["train.steps=1000", "train.batch_size=256", "train.lr=2e-4", "train.ema_decay=0.995"],

@@ -25,6 +25,7 @@ from distill.config import (
 )
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.eval_cache import cached_floor
 from distill.diffusion.evaluate import Generator, evaluate_generators, make_scorer, straightness_of
 from distill.diffusion.export import load_denoiser, save_denoiser
 from distill.diffusion.teachers import load_configured_teacher
@@ -242,7 +243,7 @@ def evaluate_run(run_dir: str | Path) -> list[dict[str, Any]]:
               "primary_metric": scorer.primary, "metrics": scorer.metrics,
               "n_samples": len(scorer.reference) if data.is_image else
               min(cfg.eval.n_samples, len(data.test)),
-              "n_generated": cfg.eval.n_samples, "rows": rows, "floor": scorer.floor(),
+              "n_generated": cfg.eval.n_samples, "rows": rows, "floor": cached_floor(context, scorer.floor),
               "floor_samples": len(data.test) if data.is_image else None,
               **scorer.info()}
     if cfg.eval.straightness:

@@ -1,6 +1,8 @@
 """Cached evaluation rows of a frozen model (the teacher): every student distilled from one
 teacher is compared with the same teacher rows, so they are computed once per (weights,
-sampler, steps, evaluation settings, data, device) and kept under $DISTILL_CACHE/eval.
+sampler, steps, evaluation settings, data, device) and kept under $DISTILL_CACHE/eval. The
+data floor (held-out vs training data), which depends on the data and settings alone, is
+kept the same way.
 
 Only quality metrics and plot samples are cached; sampler timings are always measured anew,
 side by side with the student, in the run that reports them.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,16 @@ def store_row(key: str, row: dict[str, Any], samples: Tensor) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({"samples": samples.contiguous()}, tmp, metadata={"row": json.dumps(row)})
     os.replace(tmp, path)
+
+
+def cached_floor(context: dict[str, Any], compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The data floor for the data and evaluation settings in `context`: `compute()` once, then
+    read back."""
+    key = hashlib.sha256(json.dumps({**context, "kind": "floor", "format": ROW_FORMAT}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:32]
+    hit = load_row(key)
+    if hit is not None:
+        return hit[0]
+    floor = compute()
+    store_row(key, floor, torch.zeros(0))
+    return floor
