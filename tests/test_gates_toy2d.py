@@ -24,14 +24,16 @@ DATASETS = ["8gaussians", "checkerboard"]
 
 # Shorter than the shipped recipes to keep CI under its time limit (as the digits gates do);
 # measured with these settings (single-threaded, SWD 8gaussians / checkerboard; the recipes
-# in BENCHMARKS.md): ode-pairs 0.0776 / 0.0449 (recipe 0.0775 / 0.0439), progressive
+# in BENCHMARKS.md): ode-pairs 0.0788 / 0.0451 at batch 256 (0.0776 / 0.0449 at the recipe's
+# 512; recipe 0.0775 / 0.0439), progressive
 # 0.0832 / 0.0476 at batch 256 (0.0912 / 0.0472 at the recipe's 512; recipe length 0.0692 /
 # 0.0449), cd 0.100 / 0.0527 (0.0876 / 0.0465), mcd at 2 steps
 # 0.0908 / 0.0470 (0.0738 / 0.0436); dmd on 8gaussians 0.0988 (recipe 0.0878); vsd at batch
 # 256 0.1035 (seed 1: 0.1049; the recipe's 512: 0.1026); teacher-64:
 # 0.0840 / 0.0421.
 SHORT = {
-    "ode-pairs": ["train.steps=1000", "method.pairs=10000", "train.lr=2e-4", "train.ema_decay=0.995"],
+    "ode-pairs": ["train.steps=1000", "method.pairs=10000", "train.lr=2e-4", "train.ema_decay=0.995",
+                  "train.batch_size=256"],
     "progressive": ["train.steps=3000", "train.batch_size=256"],
     "cd": ["train.steps=1000", "train.batch_size=256"],
     "mcd": ["train.steps=1000", "train.batch_size=256"],
