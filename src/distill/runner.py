@@ -89,7 +89,8 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
         mine = cfg.student.model_dump(exclude={"init"})
         theirs = {"two_time": False, **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
-        theirs["two_time"] = mine["two_time"] if one_time_into_two else theirs["two_time"]
+        if one_time_into_two:
+            theirs["two_time"] = True  # the one difference init from the teacher allows
         if mine != theirs:
             diffs = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                      if mine.get(k) != theirs.get(k)}

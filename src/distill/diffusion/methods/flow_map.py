@@ -66,9 +66,25 @@ def require_two_time_student(student: Denoiser, teacher: Denoiser, method: str) 
                           "class-conditional or both not")
 
 
+class FlowMapStudent(Method):
+    """Shared by the flow-map methods: one trainable two-time student, exported with its
+    `student_steps` and sampled with the `flow-map` sampler."""
+
+    cfg: MeanFlowConfig | FlowMapConfig | BootConfig
+
+    def param_groups(self) -> list[ParamGroup]:
+        return [ParamGroup("student", self.student.parameters())]
+
+    def student_steps(self) -> list[int]:
+        return sorted(set(self.cfg.student_steps))
+
+    def student_sampler(self) -> str:
+        return "flow-map"
+
+
 @METHODS.register("meanflow", summary="average-velocity flow map u(x_t, t, s) from the teacher's velocity and the MeanFlow identity",
                   paper="Mean Flows for One-step Generative Modeling (Geng et al., 2025)")
-class MeanFlow(Method):
+class MeanFlow(FlowMapStudent):
     """Geng et al. 2025, as a distillation: the student's average velocity u(x_t, t, s) over
     [s, t] obeys the MeanFlow identity (Eq. 6) u = v(x_t, t) - (t - s) du/dt, with
     du/dt = v ∂_x u + ∂_t u the derivative along the flow. Training regresses u onto
@@ -95,9 +111,6 @@ class MeanFlow(Method):
         require_two_time_student(student, teacher, cfg.name)
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.num_classes = data.num_classes if student.conditional else None
-
-    def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("student", self.student.parameters())]
 
     def times(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """(t, s), both (n,), t >= s, with s = t for a share `flow_ratio`."""
@@ -133,12 +146,6 @@ class MeanFlow(Method):
         target = v - expand_time(t - s, v) * dudt
         return {"meanflow": adaptive_l2(u, target, self.cfg.adaptive_power, self.cfg.adaptive_c)}
 
-    def student_steps(self) -> list[int]:
-        return sorted(set(self.cfg.student_steps))
-
-    def student_sampler(self) -> str:
-        return "flow-map"
-
 
 class FlowMapConfig(MethodConfig):
     name: Literal["flow-map"] = "flow-map"
@@ -157,7 +164,7 @@ class FlowMapConfig(MethodConfig):
     student_steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
 
 
-class PriorNoiseFlowMap(Method):
+class PriorNoiseFlowMap(FlowMapStudent):
     """Shared by the data-free flow maps: a two-time student trained on `cfg.prior_samples`
     prior noises (and generation labels for a class-conditional teacher), never on data."""
 
@@ -175,15 +182,6 @@ class PriorNoiseFlowMap(Method):
 
     def train_data(self) -> dict[str, Tensor]:
         return self._rows
-
-    def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("student", self.student.parameters())]
-
-    def student_steps(self) -> list[int]:
-        return sorted(set(self.cfg.student_steps))
-
-    def student_sampler(self) -> str:
-        return "flow-map"
 
 
 @METHODS.register("flow-map", summary="data-free flow map: the student's jumps from prior noise follow the teacher's velocity (Lagrangian)",

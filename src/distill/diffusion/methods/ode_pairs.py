@@ -16,15 +16,20 @@ from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
 
 
-class OdePairsConfig(MethodConfig):
-    name: Literal["ode-pairs"] = "ode-pairs"
-    student_steps: int = Field(1, gt=0, description="Euler steps the student takes")
-    teacher_steps: int = Field(64, gt=0, description="steps of the teacher solve making targets")
+class TeacherPairsConfig(MethodConfig):
+    """Options shared by the methods that regress onto teacher (noise, ODE solution) pairs."""
+
+    teacher_steps: int = Field(64, gt=0, description="steps of the teacher solve making the pairs")
     teacher_sampler: Literal["euler", "heun", "dpm++2m"] = "euler"
     guidance: float = Field(1.0, ge=0, description="CFG scale of the teacher solve (1: none)")
+    loss: Literal["l2", "pseudo-huber"] = Field("l2", description="l2, or pseudo-Huber sqrt(|d|² + c²) - c")
+    huber_c: float = Field(0.03, gt=0, description="c of the pseudo-Huber loss")
+
+
+class OdePairsConfig(TeacherPairsConfig):
+    name: Literal["ode-pairs"] = "ode-pairs"
+    student_steps: int = Field(1, gt=0, description="Euler steps the student takes")
     pairs: int = Field(50000, ge=0, description="pairs generated once and cached; 0: fresh each batch")
-    loss: Literal["l2", "pseudo-huber"] = "l2"
-    huber_c: float = Field(0.03, gt=0)
 
 
 def regression_loss(pred: Tensor, target: Tensor, kind: str, c: float) -> Tensor:

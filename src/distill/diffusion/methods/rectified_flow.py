@@ -17,27 +17,23 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.ode_pairs import regression_loss
+from distill.diffusion.methods.ode_pairs import TeacherPairsConfig, regression_loss
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.diffusion.samplers import sample
 from distill.diffusion.teacher_pairs import cached_teacher_pairs
 from distill.diffusion.timesteps import TimeSamplingConfig, sample_time_from
 from distill.errors import ConfigError
-from distill.method import Method, MethodConfig, ParamGroup
+from distill.method import Method, ParamGroup
 from distill.registry import METHODS
 
 
-class ReflowConfig(MethodConfig):
+class ReflowConfig(TeacherPairsConfig):
+    """`loss` applies to the velocity error (Lee et al. 2024 use pseudo-Huber with LPIPS)."""
+
     name: Literal["reflow"] = "reflow"
     pairs: int = Field(50000, gt=0, description="teacher couplings (z, Φ_teacher(z)) made once and kept")
-    teacher_steps: int = Field(64, gt=0, description="steps of the teacher solve making the couplings")
-    teacher_sampler: Literal["euler", "heun", "dpm++2m"] = "euler"
-    guidance: float = Field(1.0, ge=0, description="CFG scale of the teacher solve (1: none)")
     time_sampling: TimeSamplingConfig = Field(default_factory=TimeSamplingConfig, description=(
         "how t is drawn; kind: u-shaped is Lee et al. 2024's choice for reflow"))
-    loss: Literal["l2", "pseudo-huber"] = Field("l2", description=(
-        "l2, or pseudo-Huber sqrt(|d|² + c²) - c on the velocity error (Lee et al. 2024 use it with LPIPS)"))
-    huber_c: float = Field(0.03, gt=0, description="c of the pseudo-Huber loss")
     student_steps: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1, description=(
         "Euler steps the reflowed student is evaluated and exported at"))
 
