@@ -85,12 +85,16 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
                 "config; a diffusers teacher has no student config to copy. Set student.init: "
                 "random (or train a distill teacher and use it).")
         # a two-time student (flow map) starts as its one-time teacher: same weights, zero
-        # weights on its second time's inputs
+        # weights on its second time's inputs; time experts (dmd-phased) each start as the teacher
         mine = cfg.student.model_dump(exclude={"init"})
-        theirs = {"two_time": False, **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
+        theirs = {"two_time": False, "experts": 1,
+                  **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
+        one_into_experts = mine["experts"] > 1 and theirs["experts"] == 1
         if one_time_into_two:
-            theirs["two_time"] = True  # the one difference init from the teacher allows
+            theirs["two_time"] = True  # the differences init from the teacher allows
+        if one_into_experts:
+            theirs["experts"] = mine["experts"]
         if mine != theirs:
             diffs = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                      if mine.get(k) != theirs.get(k)}
@@ -100,6 +104,8 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
                 f"{shown}. Set student.init=random or copy the teacher's model settings into student.")
         if one_time_into_two:
             student.net.load_one_time_state(teacher.net.state_dict())
+        elif one_into_experts:
+            student.net.load_single_state(teacher.net.state_dict())
         else:
             student.net.load_state_dict(teacher.net.state_dict())
     return student

@@ -10,6 +10,7 @@ from torch import nn
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import ScheduleName
 from distill.errors import ConfigError
+from distill.models.time_experts import TimeExperts
 
 PURE_NOISE_AT_ONE = ("flow", "trigflow")  # schedules with alpha(1) = 0
 
@@ -29,6 +30,10 @@ class ModelConfig(BaseModel):
     two_time: bool = Field(False, description=(
         "the network also takes a second time s and predicts the average velocity from s to t "
         "(flow maps: meanflow); initialised from a one-time teacher, it starts as the teacher"))
+    experts: int = Field(1, ge=1, description=(
+        "K > 1: K copies of the network, expert k serving the k-th of K equal time intervals "
+        "from noise to data (dmd-phased's mixture of experts); initialised from a one-network "
+        "teacher, every expert starts as the teacher"))
     supports_two_time: ClassVar[bool] = False
 
     @model_validator(mode="after")
@@ -43,6 +48,8 @@ class ModelConfig(BaseModel):
         if self.two_time and (self.schedule, self.prediction, self.preconditioning) != ("flow", "velocity", "none"):
             raise ValueError("two_time: true predicts an average velocity: it needs schedule: flow, "
                              "prediction: velocity and no preconditioning")
+        if self.experts > 1 and self.two_time:
+            raise ValueError("experts > 1 and two_time: true do not combine; choose one")
         if self.schedule == "edm" and self.preconditioning != "edm":
             raise ValueError("schedule: edm has noise levels up to sigma = 80, which a network "
                              "cannot take unscaled; set preconditioning: edm and prediction: x0")
@@ -60,5 +67,13 @@ class ModelConfig(BaseModel):
         if self.two_time and not self.supports_two_time:
             raise ConfigError(f"student.two_time: the {self.name!r} backbone takes one time only; "
                               "use the mlp backbone for flow-map students")
-        return Denoiser(self.build(shape, num_classes), self.schedule, self.prediction,
+        net = self.build(shape, num_classes)
+        if self.experts > 1:
+            from distill.models.image import DiffusersNet  # image.py imports this module
+
+            if isinstance(net, DiffusersNet):
+                raise ConfigError(f"student.experts: the {self.name!r} backbone is a diffusers model, "
+                                  "which is saved as one network; use the mlp or dit backbone for time experts")
+            net = TimeExperts([net, *(self.build(shape, num_classes) for _ in range(self.experts - 1))])
+        return Denoiser(net, self.schedule, self.prediction,
                         num_classes=num_classes, preconditioning=self.preconditioning)

@@ -2,10 +2,14 @@
 
 from distill.diffusion.methods import (  # noqa: F401
     consistency,
+    disback,
     distribution_matching,
     flow_map,
     ode_pairs,
+    phased_dmd,
     progressive,
     rectified_flow,
+    tdm,
     teacher,
+    twinflow,
 )

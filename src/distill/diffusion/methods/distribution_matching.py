@@ -166,11 +166,10 @@ class DMD2(Method):
         return self.cfg.gan_weight > 0
 
     def checkpoint_state(self) -> dict[str, Tensor]:
-        """Everything but the teacher, and but a LoRA fake score's frozen base weights (the
+        """Everything but the teacher, and but LoRA fake scores' frozen base weights (the
         teacher's own tensors)."""
         shared = {t.data_ptr() for t in self.teacher.state_dict().values()}
-        return {k: v for k, v in super().checkpoint_state().items()
-                if not (k.startswith("fake.") and v.data_ptr() in shared)}
+        return {k: v for k, v in super().checkpoint_state().items() if v.data_ptr() not in shared}
 
     def labels_for(self, n: int, batch: dict[str, Tensor] | None = None) -> Tensor | None:
         """Class labels to generate with: the batch's, or random ones (conditional students only)."""
@@ -250,6 +249,10 @@ class DMD2(Method):
         t = self.score_times(n, device)
         return x, t, self.student.schedule.add_noise(x, torch.randn_like(x), t)
 
+    def real_x0(self, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+        """The real score's x0 prediction at x_t: the teacher's, with CFG scale `guidance`."""
+        return self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+
     def sample_weight(self, logits: Tensor | None) -> Tensor | None:
         """Per-sample weight of the distribution-matching gradient from the discriminator's
         logits at x_t (None: equal weights; f-distill's h(r))."""
@@ -260,7 +263,7 @@ class DMD2(Method):
         x, t, x_t = self.noised_generator_sample(n, labels, device)
         losses = {}
         with torch.no_grad():
-            real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+            real_x0 = self.real_x0(x_t, t, labels)
         if self.head is None:
             with torch.no_grad():
                 fake_x0, logits = self.fake.x0(x_t, t, labels), None

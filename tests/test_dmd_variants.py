@@ -1,0 +1,187 @@
+"""The distribution-matching variants (`disback`, `dmd-phased`, `tdm`, `twinflow`): their
+mechanisms, checked on tiny networks without training runs (those are the gates)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from distill.data.toy2d import TOY_CONFIGS
+from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.methods.disback import DisBack, record_degradation_path
+from distill.diffusion.methods.phased_dmd import PhasedDMD, diffuse_from, subinterval_velocity_target
+from distill.diffusion.methods.tdm import TDM, trajectory_noise
+from distill.diffusion.methods.twinflow import TwinFlow
+from distill.errors import ConfigError
+from distill.models.mlp import MLPConfig, TimeMLP
+from distill.models.time_experts import TimeExperts, expert_index
+
+CPU = torch.device("cpu")
+
+
+def toy_data():
+    return TOY_CONFIGS["8gaussians"](n=256, n_test=256).build()
+
+
+def mlp_denoiser(seed: int = 0, two_time: bool = False) -> Denoiser:
+    torch.manual_seed(seed)
+    return Denoiser(TimeMLP((2,), hidden=16, depth=2, time_dim=8, two_time=two_time))
+
+
+def flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+# ------------------------------------------------------------------------------ disback
+
+def test_degradation_path_walks_away_from_the_teacher_towards_the_generator():
+    teacher = mlp_denoiser(1).requires_grad_(False)
+    blob = lambda g: 0.1 * torch.randn(128, 2, generator=g) + 3.0  # noqa: E731 (a generator far from the teacher)
+    path = record_degradation_path(teacher, blob, steps=60, points=3, lr=1e-2, t_min=0.02, t_max=0.98, seed=0)
+    assert len(path) == 3
+    start = torch.cat([v.flatten() for v in teacher.state_dict().values()])
+    distances = [(torch.cat([v.flatten() for v in state.values()]) - start).norm() for state in path]
+    assert 0 < distances[0] < distances[1] < distances[2]
+    assert flat(teacher).equal(start)  # the teacher itself is untouched
+
+
+def test_disback_backtracks_from_the_generator_to_the_teacher():
+    data, teacher = toy_data(), mlp_denoiser(1).requires_grad_(False)
+    cfg = DisBack.Config(path_points=3, record_steps=30, record_batch_size=64, backtrack_steps=10)
+    method = DisBack(cfg, mlp_denoiser(1), teacher, data)
+    # the fake score starts at the path's end, which fits the initial generator
+    assert all(torch.equal(a, b) for a, b in zip(method.fake.state_dict().values(), method.path[-1].values(), strict=True))
+    expected = [method.path[1], method.path[0], teacher.state_dict()]  # s_2, s_1, then s_0 = the teacher
+    for step, state in [(0, expected[0]), (10, expected[1]), (25, expected[2]), (500, expected[2])]:
+        method.before_step(step)
+        assert all(torch.equal(a, b) for a, b in zip(method.target.state_dict().values(), state.values(), strict=True)), step
+    assert not any(k.startswith("target.") for k in method.checkpoint_state())
+    losses = method({"x": data.train[:32]}, "student", 4)
+    losses["distribution_matching"].backward()
+    assert all(p.grad is None for p in method.target.parameters())
+    with pytest.raises(ConfigError, match="fake_score.kind: copy"):
+        DisBack(DisBack.Config(fake_score={"kind": "lora"}), mlp_denoiser(), teacher, data)
+    with pytest.raises(ValidationError, match="one-step"):
+        DisBack.Config(student_steps=2)
+
+
+# ------------------------------------------------------------------------------ dmd-phased
+
+def test_time_experts_route_each_row_to_its_phase():
+    assert expert_index(torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]), 2).tolist() == [0, 0, 1, 1, 1]
+    assert expert_index(torch.linspace(1, 0, 4)[:-1], 3).tolist() == [0, 1, 2]
+    nets = [TimeMLP((2,), hidden=8, depth=1, time_dim=4) for _ in range(2)]
+    experts = TimeExperts(nets)
+    x, t = torch.randn(4, 2), torch.tensor([1.0, 0.3, 0.9, 0.5])
+    out = experts(x, t)
+    torch.testing.assert_close(out[[0, 2]], nets[0](x[[0, 2]], t[[0, 2]]))
+    torch.testing.assert_close(out[[1, 3]], nets[1](x[[1, 3]], t[[1, 3]]))
+    experts.load_single_state(nets[0].state_dict())
+    torch.testing.assert_close(experts(x, t), nets[0](x, t))
+
+
+def test_student_experts_config():
+    cfg = MLPConfig(hidden=8, depth=1, experts=3)
+    denoiser = cfg.make_denoiser((2,), None)
+    assert isinstance(denoiser.net, TimeExperts) and len(denoiser.net.experts) == 3
+    with pytest.raises(ValidationError, match="do not combine"):
+        MLPConfig(experts=2, two_time=True)
+
+
+def test_subinterval_target_is_the_velocity_of_the_diffused_marginal():
+    """x_s of a point mass c: x_t = diffuse_from(x_s) is exactly (1 - t) c + t N(0, 1), whose
+    velocity is (x_t - c) / t; regressing Eq. 11's target on x_t recovers it (the naive target
+    eps - x_s does not)."""
+    torch.manual_seed(0)
+    n, c, s, t = 200_000, 0.7, 0.4, 0.6
+    x_s = (1 - s) * c + s * torch.randn(n, 1)
+    eps = torch.randn(n, 1)
+    s_, t_ = torch.full((n,), s), torch.full((n,), t)
+    x_t, sigma = diffuse_from(x_s, s_, t_, eps)
+    assert abs(x_t.std().item() - t) < 0.01 and abs(x_t.mean().item() - (1 - t) * c) < 0.01
+    target = subinterval_velocity_target(x_s, eps, s_, t_, sigma)
+    design = torch.cat([x_t, torch.ones(n, 1)], 1)
+    slope, intercept = torch.linalg.lstsq(design, target).solution.flatten().tolist()
+    assert abs(slope - 1 / t) < 0.03 and abs(intercept + c / t) < 0.03, (slope, intercept)
+    naive = torch.linalg.lstsq(design, eps - x_s).solution.flatten().tolist()
+    assert abs(naive[0] - 1 / t) > 0.1
+    # at s = 0 the target is the ordinary flow-matching velocity eps - x0
+    zero = torch.zeros(n)
+    x_t0, sigma0 = diffuse_from(x_s, zero, t_, eps)
+    torch.testing.assert_close(subinterval_velocity_target(x_s, eps, zero, t_, sigma0), eps - x_s)
+
+
+def phased_method(**options) -> PhasedDMD:
+    torch.manual_seed(0)
+    student = Denoiser(TimeExperts([TimeMLP((2,), hidden=16, depth=2, time_dim=8) for _ in range(2)]))
+    return PhasedDMD(PhasedDMD.Config(**options), student, mlp_denoiser(1).requires_grad_(False),
+                     toy_data(), total_steps=20)
+
+
+def test_phased_dmd_trains_one_expert_and_one_fake_score_per_phase():
+    method = phased_method(phases=2, fake_updates=1)
+    assert method.phase_ends == [10, 20] and [method.phase_at(s) for s in (0, 9, 10, 19, 99)] == [0, 0, 1, 1, 1]
+    assert method.student_steps() == [2] and method.student_sampler() == "euler"
+    batch = {"x": toy_data().train[:32]}
+    for step, phase in [(3, 0), (12, 1)]:
+        method.zero_grad(set_to_none=True)
+        losses = method(batch, "student", step)
+        losses["distribution_matching"].backward()
+        trained = [e for e in method.student.net.experts if any(p.grad is not None for p in e.parameters())]
+        assert trained == [method.student.net.experts[phase]], step
+        method.zero_grad(set_to_none=True)
+        method(batch, "fake_score", step)["fake_subinterval"].backward()
+        assert [any(p.grad is not None for p in f.parameters()) for f in method.fakes] == [phase == 0, phase == 1]
+    with pytest.raises(ConfigError, match="student.experts: 3"):
+        PhasedDMD(PhasedDMD.Config(phases=3), mlp_denoiser(), mlp_denoiser(1), toy_data())
+    with pytest.raises(ConfigError, match="phase_steps sum to 30"):
+        phased_method(phase_steps=[10, 20])
+    with pytest.raises(ValidationError, match="student_steps must equal phases"):
+        PhasedDMD.Config(phases=2, student_steps=4)
+
+
+# ------------------------------------------------------------------------------ tdm
+
+def test_trajectory_noise_rebuilds_the_diffused_state():
+    torch.manual_seed(0)
+    x0, eps, z = torch.randn(8, 2), torch.randn(8, 2), torch.randn(8, 2)
+    s, tau = torch.full((8,), 0.5), torch.full((8,), 0.7)
+    x_s = 0.5 * x0 + 0.5 * eps
+    m = trajectory_noise(eps, s, tau, z)
+    x_tau, _ = diffuse_from(x_s, s, tau, z)
+    torch.testing.assert_close((1 - 0.7) * x0 + 0.7 * m, x_tau)
+    torch.testing.assert_close(trajectory_noise(eps, torch.zeros(8), tau, z), z)  # the last step: fresh noise
+
+
+def test_tdm_replays_one_step_and_compares_on_its_own_interval():
+    data = toy_data()
+    method = TDM(TDM.Config(student_steps=4), mlp_denoiser(), mlp_denoiser(1).requires_grad_(False), data)
+    step = method.replay_step(256, None, CPU)
+    assert step["x0"].requires_grad and not step["eps"].requires_grad
+    assert set(step["t"].tolist()) == {1.0, 0.75, 0.5, 0.25}
+    tau = method.comparison_times(step["t"], step["s"])
+    assert bool(((tau >= step["s"].clamp(min=0.02)) & (tau <= step["t"].clamp(max=0.98))).all())
+    losses = method({"x": data.train[:32]}, "student", 0)
+    losses["distribution_matching"].backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(p.grad is None for p in method.fake.parameters())
+    assert set(method({"x": data.train[:32]}, "fake_score", 0)) == {"fake_trajectory"}
+    with pytest.raises(ValidationError):
+        TDM.Config(student_steps=1)
+
+
+# ------------------------------------------------------------------------------ twinflow
+
+def test_twinflow_rectifies_the_one_step_map_by_the_twin_velocity_gap():
+    data = toy_data()
+    teacher = mlp_denoiser(1).requires_grad_(False)
+    with pytest.raises(ConfigError, match="two_time: true"):
+        TwinFlow(TwinFlow.Config(), mlp_denoiser(), teacher, data)
+    method = TwinFlow(TwinFlow.Config(), mlp_denoiser(2, two_time=True), teacher, data)
+    losses = method({"x": data.train[:64]}, "student", 0)
+    assert set(losses) == {"real_flow", "rectify", "fake_flow"}
+    # the fake branch is the same network at negative times
+    x, t = torch.randn(4, 2), torch.full((4,), 0.5)
+    assert not torch.allclose(method.velocity(x, -t), method.velocity(x, t))
+    assert method.student_steps() == [1] and method.student_sampler() == "flow-map"
