@@ -33,6 +33,7 @@ HEAVY_FILES = (
     "test_gates_consistency.py",
     "test_gates_rectified_flow.py",
     "test_gates_flow_map.py",
+    "test_gates_dmd_variants.py",
     "test_gates_kd.py",
     "test_gates_kd_few_class.py",
     "test_schedule_training.py",

@@ -10,7 +10,11 @@ from pydantic import ValidationError
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.disback import DisBack, record_degradation_path
-from distill.diffusion.methods.phased_dmd import PhasedDMD, diffuse_from, subinterval_velocity_target
+from distill.diffusion.methods.phased_dmd import (
+    PhasedDMD,
+    diffuse_from,
+    subinterval_velocity_target,
+)
 from distill.diffusion.methods.tdm import TDM, trajectory_noise
 from distill.diffusion.methods.twinflow import TwinFlow
 from distill.errors import ConfigError
