@@ -1,4 +1,5 @@
-"""The distribution-matching variants (`disback`, `dmd-phased`, `tdm`, `twinflow`): their
+"""The distribution-matching variants (`disback`, `dmd-phased`, `tdm`, `twinflow`,
+`dmd-decoupled`, `multi-student`) and the class-conditional toy data they use: their
 mechanisms, checked on tiny networks without training runs (those are the gates)."""
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from pydantic import ValidationError
 
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.methods.decoupled_dmd import DecoupledDMD
 from distill.diffusion.methods.disback import DisBack, record_degradation_path
+from distill.diffusion.methods.multi_student import MultiStudent
 from distill.diffusion.methods.phased_dmd import (
     PhasedDMD,
     diffuse_from,
@@ -18,8 +21,9 @@ from distill.diffusion.methods.phased_dmd import (
 from distill.diffusion.methods.tdm import TDM, trajectory_noise
 from distill.diffusion.methods.twinflow import TwinFlow
 from distill.errors import ConfigError
+from distill.metrics.samples import mode_accuracy
+from distill.models.experts import ClassExperts, TimeExperts, class_expert_index, expert_index
 from distill.models.mlp import MLPConfig, TimeMLP
-from distill.models.time_experts import TimeExperts, expert_index
 
 CPU = torch.device("cpu")
 
@@ -189,3 +193,69 @@ def test_twinflow_rectifies_the_one_step_map_by_the_twin_velocity_gap():
     x, t = torch.randn(4, 2), torch.full((4,), 0.5)
     assert not torch.allclose(method.velocity(x, -t), method.velocity(x, t))
     assert method.student_steps() == [1] and method.student_sampler() == "flow-map"
+
+
+# ------------------------------------------------------------------------------ class-conditional toy
+
+def labelled_data():
+    return TOY_CONFIGS["8gaussians"](n=256, n_test=256, labelled=True).build()
+
+
+def conditional_denoiser(seed: int = 0) -> Denoiser:
+    torch.manual_seed(seed)
+    return Denoiser(TimeMLP((2,), hidden=16, depth=2, time_dim=8, num_classes=8), num_classes=8)
+
+
+def test_labelled_8gaussians_labels_each_point_by_its_mode():
+    data = labelled_data()
+    assert data.num_classes == 8 and data.train_labels.shape == (256,)
+    # within 3 std of the named mode: 1 - exp(-9/2) = 98.9% of 2-D Gaussian draws
+    assert mode_accuracy(data.train, data.train_labels, data.modes, data.mode_std) > 0.95
+    assert mode_accuracy(data.train, (data.train_labels + 1) % 8, data.modes, data.mode_std) == 0.0
+    plain = TOY_CONFIGS["8gaussians"](n=256, n_test=256).build()
+    assert torch.equal(plain.train, data.train) and plain.train_labels is None  # the same points
+    with pytest.raises(ValidationError, match="labelled: true needs 8gaussians"):
+        TOY_CONFIGS["moons"](labelled=True)
+
+
+# ------------------------------------------------------------------------------ dmd-decoupled
+
+def test_decoupled_terms_add_up_to_guided_dmd_with_shared_noise():
+    data = labelled_data()
+    teacher = conditional_denoiser(1).requires_grad_(False)
+    method = DecoupledDMD(DecoupledDMD.Config(guidance=3.0), conditional_denoiser(), teacher, data)
+    x, labels = torch.randn(16, 2), torch.arange(16) % 8
+    t, eps = torch.rand(16) * 0.9 + 0.05, torch.randn(16, 2)
+    dm, ca = method.term_directions(x, labels, t, t, eps, eps)
+    x_t = teacher.schedule.add_noise(x, eps, t)
+    real = teacher.x0(x_t, t, labels, 3.0)
+    torch.testing.assert_close(dm + ca, (method.fake.x0(x_t, t, labels) - real)
+                               / ((x - real).abs().mean(1, keepdim=True) + 1e-6))
+    losses = method({"x": data.train[:16], "y": data.train_labels[:16]}, "student", 4)
+    losses["decoupled_dmd"].backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+    with pytest.raises(ConfigError, match="class-conditional"):
+        DecoupledDMD(DecoupledDMD.Config(), mlp_denoiser(), mlp_denoiser(1), toy_data())
+    with pytest.raises(ValidationError, match="both 0"):
+        DecoupledDMD.Config(dm_weight=0, ca_weight=0)
+    with pytest.raises(ValidationError, match="ca_t_min"):
+        DecoupledDMD.Config(ca_t_min=0.9, ca_t_max=0.5)
+
+
+# ------------------------------------------------------------------------------ multi-student
+
+def test_class_experts_route_by_label_and_train_only_their_own_student():
+    cfg = MLPConfig(hidden=16, depth=2, time_dim=8, experts=4, expert_routing="class")
+    student = cfg.make_denoiser((2,), 8)
+    assert isinstance(student.net, ClassExperts)
+    assert class_expert_index(torch.arange(9), 4, 8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3]
+    with pytest.raises(ConfigError, match="at least 4 classes"):
+        cfg.make_denoiser((2,), None)
+    data = labelled_data()
+    method = MultiStudent(MultiStudent.Config(students=4), student, conditional_denoiser(1).requires_grad_(False), data)
+    batch = {"x": data.train[:8], "y": torch.tensor([2, 3, 2, 3, 2, 3, 2, 3])}  # all for student 1
+    method(batch, "student", 4)["distribution_matching"].backward()
+    trained = [any(p.grad is not None for p in e.parameters()) for e in student.net.experts]
+    assert trained == [False, True, False, False]
+    with pytest.raises(ConfigError, match="expert_routing: class"):
+        MultiStudent(MultiStudent.Config(students=2), conditional_denoiser(), conditional_denoiser(1), data)

@@ -75,11 +75,13 @@ def test_ode_pairs_one_step_student(root):
 
 
 def test_dpm_solver_beats_euler_on_the_digits_teacher(root):
-    """At 10 steps DPM-Solver++(2M) lands closer to the 100-step Heun solution than Euler."""
+    """At 10 steps DPM-Solver++(2M) lands closer to the 50-step Heun solution than Euler
+    (64 images; mean error 0.259 vs 0.400 when written, and 0.264 vs 0.406 against 100 Heun
+    steps on 128 images, the earlier, 3.5x slower setting)."""
     teacher, _ = distilled("progressive", root)["cfg"].teacher.load()
-    noise, labels = fixed_noise(128, (1, 8, 8), seed=7), torch.arange(128) % 10
+    noise, labels = fixed_noise(64, (1, 8, 8), seed=7), torch.arange(64) % 10
     with torch.inference_mode():
-        reference = sample(teacher, noise, 100, "heun", cond=labels)
+        reference = sample(teacher, noise, 50, "heun", cond=labels)
         errors = {s: float((sample(teacher, noise, 10, s, cond=labels) - reference).flatten(1)
                            .norm(dim=1).mean()) for s in ("euler", "dpm++2m")}
     assert errors["dpm++2m"] < errors["euler"], errors

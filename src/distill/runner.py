@@ -87,14 +87,14 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
         # a two-time student (flow map) starts as its one-time teacher: same weights, zero
         # weights on its second time's inputs; time experts (dmd-phased) each start as the teacher
         mine = cfg.student.model_dump(exclude={"init"})
-        theirs = {"two_time": False, "experts": 1,
+        theirs = {"two_time": False, "experts": 1, "expert_routing": "time",
                   **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
         one_into_experts = mine["experts"] > 1 and theirs["experts"] == 1
         if one_time_into_two:
             theirs["two_time"] = True  # the differences init from the teacher allows
         if one_into_experts:
-            theirs["experts"] = mine["experts"]
+            theirs["experts"], theirs["expert_routing"] = mine["experts"], mine["expert_routing"]
         if mine != theirs:
             diffs = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                      if mine.get(k) != theirs.get(k)}

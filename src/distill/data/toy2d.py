@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from distill.data.base import ArrayData, DatasetConfig
 from distill.registry import DATASETS
@@ -38,10 +38,16 @@ def eight_gaussians_modes() -> torch.Tensor:
     return EIGHT_GAUSSIANS_RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
-def sample_8gaussians(n: int, generator: torch.Generator) -> torch.Tensor:
-    """Equal mixture of 8 isotropic Gaussians (std 0.1) centred on a circle of radius 2: (n, 2)."""
+def sample_8gaussians_labelled(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equal mixture of 8 isotropic Gaussians (std 0.1) centred on a circle of radius 2:
+    points (n, 2) and the index of each point's mode (n,) long."""
     which = torch.randint(0, 8, (n,), generator=generator)
-    return eight_gaussians_modes()[which] + EIGHT_GAUSSIANS_STD * _normal(n, generator)
+    return eight_gaussians_modes()[which] + EIGHT_GAUSSIANS_STD * _normal(n, generator), which
+
+
+def sample_8gaussians(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The points of `sample_8gaussians_labelled`: (n, 2)."""
+    return sample_8gaussians_labelled(n, generator)[0]
 
 
 def sample_checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -106,14 +112,29 @@ class ToyConfig(DatasetConfig):
     n: int = Field(50_000, gt=0, description="number of training points")
     n_test: int = Field(10_000, gt=0, description="number of held-out test points")
     seed: int = 0
+    labelled: bool = Field(False, description=(
+        "8gaussians only: label each point by its mode (8 classes), for class-conditional "
+        "teachers and students (CFG, dmd-decoupled, multi-student)"))
+
+    @model_validator(mode="after")
+    def _labels(self) -> ToyConfig:
+        if self.labelled and self.name != "8gaussians":
+            raise ValueError(f"labelled: true needs 8gaussians (whose points come from known modes); "
+                             f"{self.name!r} has no classes")
+        return self
 
     def build(self) -> ArrayData:
         sampler, _ = SAMPLERS[self.name]
-        train = sampler(self.n, torch.Generator().manual_seed(self.seed))
-        test = sampler(self.n_test, torch.Generator().manual_seed(self.seed + 1))
-        if self.name == "8gaussians":
+        if self.name != "8gaussians":
+            train = sampler(self.n, torch.Generator().manual_seed(self.seed))
+            test = sampler(self.n_test, torch.Generator().manual_seed(self.seed + 1))
+            return ArrayData(self.name, train, test)
+        train, train_labels = sample_8gaussians_labelled(self.n, torch.Generator().manual_seed(self.seed))
+        test, test_labels = sample_8gaussians_labelled(self.n_test, torch.Generator().manual_seed(self.seed + 1))
+        if not self.labelled:
             return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD)
-        return ArrayData(self.name, train, test)
+        return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD,
+                         train_labels=train_labels, test_labels=test_labels, num_classes=8)
 
 
 TOY_CONFIGS: dict[str, type[ToyConfig]] = {}

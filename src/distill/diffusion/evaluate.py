@@ -25,6 +25,7 @@ from distill.metrics.samples import (
     energy_self_term,
     mmd_rbf,
     mmd_self_term,
+    mode_accuracy,
     mode_coverage,
     sliced_wasserstein,
 )
@@ -54,7 +55,8 @@ class PointScorer:
     def __init__(self, data: ArrayData, cfg: EvalConfig, n_pairwise: int = 4000) -> None:
         self.data, self.cfg, self.n_pairwise = data, cfg, n_pairwise
         self.reference = data.test[: cfg.n_samples]
-        self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else [])
+        self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else []) \
+            + (["class_accuracy"] if data.modes is not None and data.num_classes else [])
         self._self_terms: tuple[float, float] | None = None
 
     def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
@@ -70,6 +72,8 @@ class PointScorer:
                   "energy": energy_distance(x[:n], ref[:n], b_self=energy_self)}
         if self.data.modes is not None and self.data.mode_std is not None:
             values.update(mode_coverage(x, self.data.modes, self.data.mode_std))
+            if labels is not None:
+                values["class_accuracy"] = mode_accuracy(x, labels, self.data.modes, self.data.mode_std)
         return values
 
     def floor(self) -> dict[str, float]:

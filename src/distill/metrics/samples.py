@@ -208,3 +208,13 @@ def mode_coverage(
         "in_mode_fraction": share.sum().item(),
         "min_mode_fraction": share.min().item(),
     }
+
+
+def mode_accuracy(x: torch.Tensor, labels: torch.Tensor, modes: torch.Tensor, std: float) -> float:
+    """Class accuracy of conditional samples of a Gaussian mixture whose class is the mode:
+    the fraction of samples x (N, D) lying within 3 * std of the mode their label (N,) names
+    (modes: (K, D))."""
+    if x.ndim != 2 or labels.shape != x.shape[:1]:
+        raise ValueError(f"expected samples (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(labels.shape)}")
+    target = modes.to(x.device, x.dtype)[labels.long().to(x.device)]
+    return ((x - target).norm(dim=1) <= 3.0 * std).double().mean().item()

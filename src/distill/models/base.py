@@ -10,7 +10,7 @@ from torch import nn
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import ScheduleName
 from distill.errors import ConfigError
-from distill.models.time_experts import TimeExperts
+from distill.models.experts import ClassExperts, TimeExperts
 
 PURE_NOISE_AT_ONE = ("flow", "trigflow")  # schedules with alpha(1) = 0
 
@@ -31,9 +31,11 @@ class ModelConfig(BaseModel):
         "the network also takes a second time s and predicts the average velocity from s to t "
         "(flow maps: meanflow); initialised from a one-time teacher, it starts as the teacher"))
     experts: int = Field(1, ge=1, description=(
-        "K > 1: K copies of the network, expert k serving the k-th of K equal time intervals "
-        "from noise to data (dmd-phased's mixture of experts); initialised from a one-network "
-        "teacher, every expert starts as the teacher"))
+        "K > 1: K copies of the network, each row routed to one by `expert_routing`; "
+        "initialised from a one-network teacher, every expert starts as the teacher"))
+    expert_routing: Literal["time", "class"] = Field("time", description=(
+        "time: expert k serves the k-th of K equal time intervals from noise to data "
+        "(dmd-phased); class: the classes split into K contiguous groups (multi-student)"))
     supports_two_time: ClassVar[bool] = False
 
     @model_validator(mode="after")
@@ -74,6 +76,14 @@ class ModelConfig(BaseModel):
             if isinstance(net, DiffusersNet):
                 raise ConfigError(f"student.experts: the {self.name!r} backbone is a diffusers model, "
                                   "which is saved as one network; use the mlp or dit backbone for time experts")
-            net = TimeExperts([net, *(self.build(shape, num_classes) for _ in range(self.experts - 1))])
+            nets = [net, *(self.build(shape, num_classes) for _ in range(self.experts - 1))]
+            if self.expert_routing == "time":
+                net = TimeExperts(nets)
+            elif not num_classes or num_classes < self.experts:
+                raise ConfigError(f"student.expert_routing: class needs labelled data with at least "
+                                  f"{self.experts} classes (student.experts) to share out; this data has "
+                                  f"{num_classes or 'no'} classes")
+            else:
+                net = ClassExperts(nets, num_classes)
         return Denoiser(net, self.schedule, self.prediction,
                         num_classes=num_classes, preconditioning=self.preconditioning)

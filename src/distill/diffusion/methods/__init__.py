@@ -2,9 +2,11 @@
 
 from distill.diffusion.methods import (  # noqa: F401
     consistency,
+    decoupled_dmd,
     disback,
     distribution_matching,
     flow_map,
+    multi_student,
     ode_pairs,
     phased_dmd,
     progressive,

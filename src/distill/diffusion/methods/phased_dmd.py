@@ -18,6 +18,7 @@ from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config
 from distill.diffusion.schedules import expand_time
 from distill.errors import ConfigError
 from distill.method import ParamGroup
+from distill.models.experts import TimeExperts
 from distill.registry import METHODS
 
 
@@ -96,11 +97,10 @@ class PhasedDMD(DMD2):
 
     def __init__(self, cfg: PhasedDMDConfig, student: Denoiser, teacher: Denoiser, data: ArrayData,
                  seed: int = 0, total_steps: int | None = None, **kwargs: object) -> None:
-        experts = getattr(student.net, "experts", None)
-        if not isinstance(experts, nn.ModuleList) or len(experts) != cfg.phases:
-            have = len(experts) if isinstance(experts, nn.ModuleList) else 1
+        if not isinstance(student.net, TimeExperts) or len(student.net.experts) != cfg.phases:
+            have = len(student.net.experts) if isinstance(student.net, TimeExperts) else "no time"
             raise ConfigError(f"dmd-phased trains one expert per phase: set student.experts: {cfg.phases} "
-                              f"(method.phases; the student has {have})")
+                              f"(method.phases) with expert_routing: time (the student has {have} experts)")
         if (teacher.schedule.name, teacher.prediction) != ("flow", "velocity"):
             raise ConfigError("dmd-phased's subinterval score matching is written for a flow-matching "
                               f"teacher (schedule flow, prediction velocity); this one is "
