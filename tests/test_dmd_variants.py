@@ -19,7 +19,7 @@ from distill.diffusion.methods.phased_dmd import (
     subinterval_velocity_target,
 )
 from distill.diffusion.methods.tdm import TDM, trajectory_noise
-from distill.diffusion.methods.twinflow import TwinFlow
+from distill.diffusion.methods.twinflow import TwinFlow, robust_error
 from distill.errors import ConfigError
 from distill.metrics.samples import mode_accuracy
 from distill.models.experts import ClassExperts, TimeExperts, class_expert_index, expert_index
@@ -68,6 +68,10 @@ def test_disback_backtracks_from_the_generator_to_the_teacher():
     losses = method({"x": data.train[:32]}, "student", 4)
     losses["distribution_matching"].backward()
     assert all(p.grad is None for p in method.target.parameters())
+    again = DisBack(cfg, mlp_denoiser(1), teacher, data)  # a resumed run records the same path
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(method.path, again.path, strict=True) for k in a)
+    with pytest.raises(ValidationError, match="path_points"):
+        DisBack.Config(path_points=5, record_steps=4)
     with pytest.raises(ConfigError, match="fake_score.kind: copy"):
         DisBack(DisBack.Config(fake_score={"kind": "lora"}), mlp_denoiser(), teacher, data)
     with pytest.raises(ValidationError, match="one-step"):
@@ -147,6 +151,10 @@ def test_phased_dmd_trains_one_expert_and_one_fake_score_per_phase():
         phased_method(phase_steps=[10, 20])
     with pytest.raises(ValidationError, match="student_steps must equal phases"):
         PhasedDMD.Config(phases=2, student_steps=4)
+    with pytest.raises(ConfigError, match=r"phases \[1\] get fewer trainer steps"):
+        phased_method(phase_steps=[10, 3], fake_updates=5)
+    with pytest.raises(ValidationError, match="comparison times"):
+        PhasedDMD.Config(phases=50)
 
 
 # ------------------------------------------------------------------------------ tdm
@@ -177,6 +185,8 @@ def test_tdm_replays_one_step_and_compares_on_its_own_interval():
     assert set(method({"x": data.train[:32]}, "fake_score", 0)) == {"fake_trajectory"}
     with pytest.raises(ValidationError):
         TDM.Config(student_steps=1)
+    with pytest.raises(ValidationError, match="above t_max"):
+        TDM.Config(student_steps=60)
 
 
 # ------------------------------------------------------------------------------ twinflow
@@ -193,6 +203,18 @@ def test_twinflow_rectifies_the_one_step_map_by_the_twin_velocity_gap():
     x, t = torch.randn(4, 2), torch.full((4,), 0.5)
     assert not torch.allclose(method.velocity(x, -t), method.velocity(x, t))
     assert method.student_steps() == [1] and method.student_sampler() == "flow-map"
+    with pytest.raises(ValidationError, match="t_min"):
+        TwinFlow.Config(t_min=0.5, t_max=0.4)
+
+
+def test_rectification_moves_each_one_step_sample_along_the_velocity_gap():
+    """The reweighted error's gradient at u with target sg(u - gap) is a positive multiple of
+    gap per sample, so a descent step lowers u by gap and moves x_g = eps - u along it."""
+    u, gap = torch.randn(5, 2, requires_grad=True), torch.randn(5, 2)
+    robust_error(u, (u - gap).detach()).backward()
+    scale = (u.grad * gap).sum(1) / gap.pow(2).sum(1)
+    assert bool((scale > 0).all())
+    torch.testing.assert_close(u.grad, scale[:, None] * gap)
 
 
 # ------------------------------------------------------------------------------ class-conditional toy
@@ -259,3 +281,19 @@ def test_class_experts_route_by_label_and_train_only_their_own_student():
     assert trained == [False, True, False, False]
     with pytest.raises(ConfigError, match="expert_routing: class"):
         MultiStudent(MultiStudent.Config(students=2), conditional_denoiser(), conditional_denoiser(1), data)
+    with pytest.raises(ValidationError, match="needs experts > 1"):
+        MLPConfig(expert_routing="class")
+
+
+def test_mixed_rows_reach_only_their_own_experts_also_under_autocast():
+    student = MLPConfig(hidden=16, depth=2, time_dim=8, experts=4, expert_routing="class").make_denoiser((2,), 8)
+    x, t, labels = torch.randn(6, 2), torch.rand(6), torch.tensor([0, 7, 1, 6, 0, 7])
+    out = student.net(x, t, labels)
+    for k in (0, 3):  # classes 0-1 -> expert 0, 6-7 -> expert 3
+        rows = class_expert_index(labels, 4, 8) == k
+        torch.testing.assert_close(out[rows], student.net.experts[k](x[rows], t[rows], labels[rows]))
+    out[labels == 7].sum().backward()
+    assert [any(p.grad is not None for p in e.parameters()) for e in student.net.experts] == [True, False, False, True]
+    assert not any(p.grad.abs().sum() > 0 for p in student.net.experts[0].parameters() if p.grad is not None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert student.net(x, t, labels).dtype == torch.bfloat16

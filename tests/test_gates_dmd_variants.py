@@ -1,7 +1,8 @@
 """Gates for the distribution-matching variants of issue 5 on 8gaussians, with the shipped
 recipes shortened by test_gates_toy2d.SHORT (500 steps at batch 256): each student beats the
 teacher at its own number of steps by at least 3x on SWD. Their papers' key effects are
-measured at recipe length in docs/methods.md, not here (CI time):
+measured at recipe length, with the numbers in docs/methods.md; these tests do not compare
+(CI time):
 
 - `dmd-phased` (2 experts, 2 steps) against `dmd2` with 2 steps of backward simulation;
 - `tdm` (2 steps) against the same;

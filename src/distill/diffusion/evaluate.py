@@ -78,7 +78,8 @@ class PointScorer:
 
     def floor(self) -> dict[str, float]:
         """Training points vs the held-out reference: no generator can be told apart below this."""
-        return self.score(self.data.train[: self.cfg.n_samples])
+        labels = None if self.data.train_labels is None else self.data.train_labels[: self.cfg.n_samples]
+        return self.score(self.data.train[: self.cfg.n_samples], labels=labels)
 
     def info(self) -> dict[str, Any]:
         return {}

@@ -50,6 +50,8 @@ class ModelConfig(BaseModel):
         if self.two_time and (self.schedule, self.prediction, self.preconditioning) != ("flow", "velocity", "none"):
             raise ValueError("two_time: true predicts an average velocity: it needs schedule: flow, "
                              "prediction: velocity and no preconditioning")
+        if self.experts == 1 and self.expert_routing != "time":
+            raise ValueError(f"expert_routing: {self.expert_routing} needs experts > 1 (one network has no one to route to)")
         if self.experts > 1 and self.two_time:
             raise ValueError("experts > 1 and two_time: true do not combine; choose one")
         if self.schedule == "edm" and self.preconditioning != "edm":

@@ -4,7 +4,6 @@ Distillation, Song et al. 2024)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
@@ -34,13 +33,16 @@ class Experts(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         index = self.route(t, cond)
-        first = int(index[0])
-        if bool((index == first).all()):  # the common case: one phase per batch
-            return self.experts[first](x, t, cond)
-        out = torch.empty_like(x)
-        for k in index.unique().tolist():
+        groups = index.unique().tolist()
+        if len(groups) <= 1:  # the common case: one expert for the whole batch
+            return self.experts[groups[0] if groups else 0](x, t, cond)
+        out = None
+        for k in groups:
             rows = index == k
-            out[rows] = self.experts[k](x[rows], t[rows], None if cond is None else cond[rows])
+            value = self.experts[k](x[rows], t[rows], None if cond is None else cond[rows])
+            if out is None:  # in the experts' dtype (under autocast lower than x's)
+                out = value.new_empty(x.shape)
+            out[rows] = value
         return out
 
     def load_single_state(self, state: dict[str, Tensor]) -> None:

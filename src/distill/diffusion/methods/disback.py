@@ -39,6 +39,9 @@ class DisBackConfig(DMD2Config):
         if self.student_steps != 1:
             raise ValueError("disback distils a one-step generator (student_steps: 1); use dmd2 "
                              "for multi-step students")
+        if self.path_points > self.record_steps:
+            raise ValueError(f"path_points ({self.path_points}) cannot exceed record_steps "
+                             f"({self.record_steps}): a checkpoint is kept at most once per step")
         return self
 
 
@@ -84,8 +87,9 @@ class DisBack(DMD2):
 
     Implemented: both stages, the checkpoint schedule on fixed trainer-step intervals, the
     fake score initialised at the path's end, everything else as `dmd2` (fake updates, CFG,
-    backward simulation). The path is re-recorded deterministically (seeded) when a run is
-    resumed, so it is not checkpointed. Not implemented: the paper's SiD-based variant; a
+    backward simulation). The path is recorded on the CPU before training and re-recorded
+    (seeded, so identically with the same torch build) when a run is resumed, so it is not
+    checkpointed; its N states stay in host memory. Not implemented: the paper's SiD-based variant; a
     convergence criterion for switching checkpoints (fixed intervals instead).
     """
 

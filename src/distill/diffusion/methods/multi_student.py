@@ -33,7 +33,7 @@ class MultiStudent(DMD2):
 
     Implemented: the partition, routing at sampling, the per-student DMD2 objective (two
     time-scale updates, CFG on the teacher); students of the teacher's size start as the
-    teacher, smaller ones from random weights. Not implemented: the paper's teacher score
+    teacher (`init: teacher`); smaller backbones need `init: random`. Not implemented: the paper's teacher score
     matching stage that pretrains smaller students, its adversarial variant; one conditional
     fake score serves all students (the paper trains a separate distillation per student,
     which a class-conditional fake score makes equivalent up to shared capacity).

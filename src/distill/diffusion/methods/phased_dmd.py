@@ -47,6 +47,11 @@ class PhasedDMDConfig(DMD2Config):
             raise ValueError(f"phase_steps has {len(self.phase_steps)} entries for {self.phases} phases")
         if self.gan_weight:
             raise ValueError("dmd-phased has no GAN head: set gan_weight: 0")
+        first_end = 1 - 1 / self.phases
+        if first_end + self.margin >= self.t_max:
+            raise ValueError(f"the first phase ends at t = {first_end:.3f}, and its comparison times "
+                             f"[{first_end:.3f} + margin {self.margin}, t_max {self.t_max}] are empty: "
+                             "use fewer phases, a smaller margin or a larger t_max")
         return self
 
 
@@ -83,11 +88,13 @@ class PhasedDMD(DMD2):
     normaliser taken on the step's x0 estimate. The fake score of phase k (a teacher copy, one
     per phase) cannot regress x0, which noisy outputs do not carry: it is trained by score
     matching within the subinterval, regressing `subinterval_velocity_target` (Eq. 11) with
-    weight min(1, max_fake_weight sigma_{t|s}²) (Eq. 13). The last phase is plain DMD.
+    weight min(1, max_fake_weight sigma_{t|s}²) (Eq. 13). In the last phase (s = 0) the
+    generator's gradient is DMD's; its fake score keeps Eq. 13's weighting.
 
     Implemented: equal phases, one Euler step per expert, progressive training with earlier
     experts fixed, per-phase fake scores, the subinterval target and weighting, CFG on the
-    teacher, `fake_updates` as in `dmd2`. Not implemented: phases of several steps each
+    teacher, `fake_updates` as in `dmd2`. With `lr_schedule: cosine` the later phases train at
+    a decayed learning rate (the recipe uses a constant one). Not implemented: phases of several steps each
     (with stochastic gradient truncation inside a phase), LoRA experts, unequal boundaries.
     Needs a flow-matching (velocity) teacher.
     """
@@ -111,6 +118,11 @@ class PhasedDMD(DMD2):
         steps = cfg.phase_steps or self.equal_split(total_steps or cfg.phases, cfg.phases)
         self.phase_ends = torch.tensor(steps).cumsum(0).tolist()
         self.phase = 0
+        short = [k for k, n in enumerate(steps) if n < cfg.fake_updates]
+        if short:
+            raise ConfigError(f"phases {short} get fewer trainer steps ({[steps[k] for k in short]}) than "
+                              f"method.fake_updates={cfg.fake_updates}: their experts would never update; raise "
+                              "train.steps or method.phase_steps")
         if total_steps is not None and self.phase_ends[-1] > total_steps:
             raise ConfigError(f"method.phase_steps sum to {self.phase_ends[-1]}, more than "
                               f"train.steps={total_steps}: the last phases would never train")

@@ -29,7 +29,8 @@ class TDMConfig(DMD2Config):
     fake_updates: int = Field(1, ge=1, description="fake-score updates per generator update (1 in TDM)")
     intervals: Literal["disjoint", "reverse"] = Field("disjoint", description=(
         "the noise times of step k's score comparison: disjoint: (t_{k+1}, t_k), each time "
-        "belonging to one step (the paper's default); reverse: (t_{k+1}, t_max)"))
+        "belonging to one step (the paper's default); reverse: (t_{k+1}, t_max), where the one "
+        "fake score (not conditioned on the step) fits a mixture over the steps sharing a time"))
     max_snr_weight: float = Field(5.0, gt=0, description="the fake score's loss weight min(SNR(tau), this)")
     importance_weight: bool = Field(True, description=(
         "weight the fake score's x0 regression by q_gauss(m) / q_gauss(z) (clipped to [1/20, 20]), "
@@ -39,6 +40,10 @@ class TDMConfig(DMD2Config):
     def _no_gan(self) -> TDMConfig:
         if self.gan_weight:
             raise ValueError("tdm has no GAN head: set gan_weight: 0")
+        if 1 - 1 / self.student_steps >= self.t_max:
+            raise ValueError(f"the first of {self.student_steps} steps ends at t = {1 - 1 / self.student_steps:.3f}, "
+                             f"above t_max ({self.t_max}): its comparison interval is empty; use fewer "
+                             "steps or a larger t_max")
         return self
 
 
@@ -100,7 +105,7 @@ class TDM(DMD2):
         v = self.student.velocity(x, t, labels)
         x0 = x - expand_time(t, x) * v
         eps = (x + expand_time(1 - t, x) * v).detach()
-        return {"x0": x0, "eps": eps, "t": t, "s": t - 1.0 / K}
+        return {"x0": x0, "eps": eps, "t": t, "s": (t - 1.0 / K).clamp(min=0)}
 
     def comparison_times(self, t: Tensor, s: Tensor) -> Tensor:
         """tau in (s, t) (disjoint) or (s, t_max) (reverse), inside [t_min, t_max]."""

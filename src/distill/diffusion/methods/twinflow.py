@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from distill.data.base import ArrayData
@@ -27,6 +27,12 @@ class TwinFlowConfig(MethodConfig):
     max_velocity_gap: float = Field(1.0, gt=0, description="clip of the fake-minus-real velocity gap, per element")
     t_min: float = Field(0.02, ge=0, lt=1, description="smallest time of the rectification comparison")
     t_max: float = Field(0.98, gt=0, le=1, description="largest time of the rectification comparison")
+
+    @model_validator(mode="after")
+    def _times(self) -> TwinFlowConfig:
+        if self.t_min >= self.t_max:
+            raise ValueError(f"t_min ({self.t_min}) must be below t_max ({self.t_max})")
+        return self
 
 
 def robust_error(pred: Tensor, target: Tensor, c: float = 1e-3) -> Tensor:
