@@ -6,6 +6,7 @@ from distill.diffusion.methods import (  # noqa: F401
     disback,
     distribution_matching,
     flow_map,
+    mdt,
     multi_student,
     ode_pairs,
     phased_dmd,
