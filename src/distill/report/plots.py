@@ -214,7 +214,10 @@ def metric_vs_nfe(eval_data: dict, metric: str, baseline: str = "teacher") -> by
     rows = [r for r in eval_data.get("rows") or [] if _finite(r.get(metric)) and _finite(r.get("nfe"))]
     base = [r for r in rows if r.get("model") == baseline]
     others = [r for r in rows if r.get("model") != baseline]
-    fig = _figure(5.2, 3.6)
+    # many models (a benchmark's plot): a wider figure, the legend beside the axes, and no value
+    # labels (the table next to the plot has the numbers)
+    crowded = len({(str(r.get("model")), str(r.get("sampler", ""))) for r in others}) > 4
+    fig = _figure(9.0, 4.4) if crowded else _figure(5.2, 3.6)
     ax = fig.subplots()
 
     samplers = sorted({str(r.get("sampler", "")) for r in base})
@@ -241,7 +244,7 @@ def metric_vs_nfe(eval_data: dict, metric: str, baseline: str = "teacher") -> by
                    color=_OTHER_COLORS[models.index(model) % len(_OTHER_COLORS)],
                    edgecolors="black",
                    linewidths=0.6, label=label)
-        for r in points:
+        for r in points if not crowded else []:
             ax.annotate(f"{r[metric]:.3g}", (r["nfe"], r[metric]), xytext=(8, 6),
                         textcoords="offset points", fontsize=8)
 
@@ -263,6 +266,8 @@ def metric_vs_nfe(eval_data: dict, metric: str, baseline: str = "teacher") -> by
     ax.set_xlabel("function evaluations (NFE)")
     ax.set_ylabel(metric_label(metric))
     ax.grid(True, alpha=0.3, which="both")
-    if rows:
+    if rows and crowded:
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=2)
+    elif rows:
         ax.legend(fontsize=8, frameon=False)
     return _png(fig)
