@@ -42,6 +42,13 @@ def expand_time(t: Tensor, like: Tensor) -> Tensor:
     return t.reshape(t.shape + (1,) * (like.ndim - t.ndim))
 
 
+def flow_transition(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """q(x_t | x_s) = N(alpha_{t|s} x_s, sigma_{t|s}²) on the flow schedule (x_t = (1 - t) x0 +
+    t eps), s <= t, both (B,): alpha_{t|s} = (1 - t) / (1 - s), sigma_{t|s}² = t² - alpha_{t|s}² s²."""
+    ratio = (1 - t) / (1 - s)
+    return ratio, (t**2 - (ratio * s) ** 2).clamp(min=1e-12).sqrt()
+
+
 class Schedule:
     """x_t = alpha(t) x0 + sigma(t) eps. Subclasses give alpha, sigma and their derivatives."""
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config
+from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config, dmd_normalised
 from distill.errors import ConfigError
 from distill.registry import METHODS
 
@@ -41,12 +41,6 @@ class DecoupledDMDConfig(DMD2Config):
     def ca_range(self) -> tuple[float, float]:
         return (self.t_min if self.ca_t_min is None else self.ca_t_min,
                 self.t_max if self.ca_t_max is None else self.ca_t_max)
-
-
-def normalised(direction: Tensor, x: Tensor, anchor: Tensor) -> Tensor:
-    """DMD's per-sample normalisation: direction / mean|x - anchor| (B, ...)."""
-    dims = tuple(range(1, x.ndim))
-    return direction / ((x - anchor).abs().mean(dim=dims, keepdim=True) + 1e-6)
 
 
 @METHODS.register("dmd-decoupled", summary="Decoupled DMD: CFG augmentation (engine) and distribution matching (regulariser) as separate, separately weighted terms",
@@ -92,9 +86,9 @@ class DecoupledDMD(DMD2):
         with torch.no_grad():
             x_dm = schedule.add_noise(x, eps_dm, t_dm)
             cond, _, guided = self.guided_x0(x_dm, t_dm, labels)
-            dm = normalised(self.fake.x0(x_dm, t_dm, labels) - cond, x, guided)
+            dm = dmd_normalised(self.fake.x0(x_dm, t_dm, labels) - cond, x, guided)
             cond, uncond, guided = self.guided_x0(schedule.add_noise(x, eps_ca, t_ca), t_ca, labels)
-            ca = normalised(-(self.cfg.guidance - 1) * (cond - uncond), x, guided)
+            ca = dmd_normalised(-(self.cfg.guidance - 1) * (cond - uncond), x, guided)
         return dm, ca
 
     def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,

@@ -71,19 +71,24 @@ class DMDConfig(DMD2Config):
         return self
 
 
+def dmd_normalised(direction: Tensor, x: Tensor, real_x0: Tensor) -> Tensor:
+    """DMD's per-sample normalisation (Yin et al. 2024a, Eq. 8): direction / mean|x - real_x0|,
+    all (B, ...); the step size is then the same at every noise level."""
+    dims = tuple(range(1, x.ndim))
+    return direction / ((x - real_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
+
+
 def distribution_matching_loss(x: Tensor, real_x0: Tensor, fake_x0: Tensor,
-                               sample_weight: Tensor | None = None) -> Tensor:
+                               sample_weight: Tensor | None = None, anchor: Tensor | None = None) -> Tensor:
     """DMD's generator loss (Yin et al. 2024a, Eq. 7-8): the KL gradient
-    (fake_x0 - real_x0) / mean|x - real_x0| per sample, applied to x (B, ...) through the
-    surrogate 0.5 ||x - sg(x - grad)||² (mean over elements); the normaliser makes the step
-    size the same at every noise level. `sample_weight` (B,) scales each sample's gradient
-    (f-distill's h(r))."""
+    (fake_x0 - real_x0) / mean|anchor - real_x0| per sample (anchor: x itself by default),
+    applied to x (B, ...) through the surrogate 0.5 ||x - sg(x - grad)||² (mean over elements).
+    `sample_weight` (B,) scales each sample's gradient (f-distill's h(r))."""
     with torch.no_grad():
-        dims = tuple(range(1, x.ndim))
-        weight = 1.0 / ((x - real_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
+        grad = dmd_normalised(fake_x0 - real_x0, x if anchor is None else anchor, real_x0)
         if sample_weight is not None:
-            weight = weight * expand_time(sample_weight, x)
-        target = x - (fake_x0 - real_x0) * weight
+            grad = grad * expand_time(sample_weight, x)
+        target = x - grad
     return 0.5 * F.mse_loss(x, target)
 
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.fake_score import build_fake_score
-from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config
-from distill.diffusion.schedules import expand_time
+from distill.diffusion.methods.distribution_matching import (
+    DMD2,
+    DMD2Config,
+    distribution_matching_loss,
+)
+from distill.diffusion.schedules import expand_time, flow_transition
 from distill.errors import ConfigError
 from distill.method import ParamGroup
 from distill.models.experts import TimeExperts
@@ -59,8 +62,7 @@ def diffuse_from(x_s: Tensor, s: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor
     """x_t ~ q(x_t | x_s) on the flow schedule (x_t = (1 - t) x0 + t eps), s < t:
     x_t = alpha_{t|s} x_s + sigma_{t|s} eps with alpha_{t|s} = (1 - t) / (1 - s) and
     sigma_{t|s}² = t² - alpha_{t|s}² s². Returns (x_t, sigma_{t|s} (B,))."""
-    ratio = (1 - t) / (1 - s)
-    sigma = (t**2 - (ratio * s) ** 2).clamp(min=1e-12).sqrt()
+    ratio, sigma = flow_transition(s, t)
     return expand_time(ratio, x_s) * x_s + expand_time(sigma, x_s) * eps, sigma
 
 
@@ -196,10 +198,8 @@ class PhasedDMD(DMD2):
             x_t, _ = diffuse_from(x_s, s, t, torch.randn_like(x_s))
             real_x0 = self.real_x0(x_t, t, labels)
             fake_x0 = self.fakes[self.phase].x0(x_t, t, labels)
-            dims = tuple(range(1, x_s.ndim))
-            weight = 1.0 / ((x0_estimate - real_x0).abs().mean(dim=dims, keepdim=True) + 1e-6)
-            target = x_s - (fake_x0 - real_x0) * weight
-        return {"distribution_matching": 0.5 * F.mse_loss(x_s, target)}
+        return {"distribution_matching": distribution_matching_loss(x_s, real_x0, fake_x0,
+                                                                    anchor=x0_estimate.detach())}
 
     def student_sampler(self) -> str:
         return "euler"

@@ -18,7 +18,7 @@ from distill.diffusion.methods.distribution_matching import (
     DMD2Config,
     distribution_matching_loss,
 )
-from distill.diffusion.schedules import expand_time
+from distill.diffusion.schedules import expand_time, flow_transition
 from distill.errors import ConfigError
 from distill.registry import METHODS
 
@@ -51,8 +51,7 @@ def trajectory_noise(x_s_noise: Tensor, s: Tensor, tau: Tensor, z: Tensor) -> Te
     """m with x_tau = (1 - tau) x0 + tau m, for x_s = (1 - s) x0 + s eps_student diffused to tau
     with fresh z (flow schedule, TDM Sec. 3.2): m = (alpha_{tau|s} s eps_student + sigma_{tau|s} z) / tau,
     alpha_{tau|s} = (1 - tau) / (1 - s), sigma_{tau|s}² = tau² - alpha_{tau|s}² s²."""
-    ratio = (1 - tau) / (1 - s)
-    sigma = (tau**2 - (ratio * s) ** 2).clamp(min=0).sqrt()
+    ratio, sigma = flow_transition(s, tau)
     return (expand_time(ratio * s, z) * x_s_noise + expand_time(sigma, z) * z) / expand_time(tau, z)
 
 
