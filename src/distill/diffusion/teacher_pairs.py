@@ -31,6 +31,14 @@ def generation_labels(n: int, num_classes: int | None, seed: int) -> Tensor | No
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
 
 
+def prior_noise_rows(n: int, shape: tuple[int, ...], num_classes: int | None, seed: int) -> dict[str, Tensor]:
+    """The training rows of a data-free method: {"noise": (n, *shape)[, "y": (n,)]}, prior
+    noises and (for a class-conditional teacher) the labels to generate with, both seeded."""
+    rows = {"noise": fixed_noise(n, shape, seed=30_011 + seed)}
+    labels = generation_labels(n, num_classes, seed=40_009 + seed)
+    return rows if labels is None else {**rows, "y": labels}
+
+
 @torch.no_grad()
 def teacher_pairs(teacher: Denoiser, n: int, shape: tuple[int, ...], num_classes: int | None,
                   seed: int, steps: int, sampler: str = "euler", guidance: float = 1.0) -> dict[str, Tensor]:

@@ -17,7 +17,8 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0) -> Ten
     """Transformer-style embedding of t: (B,) in [0, 1] -> (B, dim) (Vaswani et al. 2017)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
-    angles = 1000.0 * t[:, None].float() * freqs[None, :]
+    # float32 at least (a bf16 t would round the angles), float64 kept (exact derivative checks)
+    angles = 1000.0 * t[:, None].to(torch.promote_types(t.dtype, torch.float32)) * freqs[None, :]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 

@@ -12,6 +12,7 @@ from distill.diffusion.methods import (  # noqa: F401
     phased_dmd,
     progressive,
     rectified_flow,
+    scm,
     tdm,
     teacher,
     twinflow,

@@ -17,9 +17,8 @@ from torch import Tensor
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.consistency import ode_step
-from distill.diffusion.samplers import fixed_noise
 from distill.diffusion.schedules import expand_time
-from distill.diffusion.teacher_pairs import generation_labels
+from distill.diffusion.teacher_pairs import prior_noise_rows
 from distill.diffusion.timesteps import TimeSamplingConfig, sample_time_from
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
@@ -176,9 +175,7 @@ class PriorNoiseFlowMap(FlowMapStudent):
         require_two_time_student(student, teacher, cfg.name)
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.num_classes = data.num_classes if student.conditional else None
-        rows = {"noise": fixed_noise(cfg.prior_samples, data.shape, seed=30_011 + seed)}
-        labels = generation_labels(cfg.prior_samples, self.num_classes, seed=40_009 + seed)
-        self._rows = rows if labels is None else {**rows, "y": labels}
+        self._rows = prior_noise_rows(cfg.prior_samples, data.shape, self.num_classes, seed)
 
     def train_data(self) -> dict[str, Tensor]:
         return self._rows
