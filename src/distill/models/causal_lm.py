@@ -5,7 +5,16 @@ teacher's.
     student: {name: llama, layers: 2, hidden: 128, heads: 4, kv_heads: 2, intermediate: 384}
 
 `init: teacher-embeddings` copies the teacher's token embedding (needs hidden = the teacher's
-hidden size); the output layer is tied to it, as in SmolLM2. `init_from: runs/lm-ce-smollm2`
+hidden size); the output layer is tied to it, as in SmolLM2. `init: teacher-layers` makes the
+student a truncated teacher: its embedding, its first `layers` decoder layers, its final norm
+(and output layer when untied), so the widths must be the teacher's:
+
+    student: {name: llama, init: teacher-layers, layers: 2, hidden: 576, heads: 9, kv_heads: 3,
+              intermediate: 1536}                              # SmolLM2-135M's first 2 of 30 layers
+
+A shallower member of the teacher's own family is the usual speculative-decoding draft
+(DistillSpec distils e.g. a small T5 for a larger T5); cutting the teacher's depth is the
+cheapest such draft. `init_from: runs/lm-ce-smollm2`
 starts from a trained student of the same architecture (a run directory or a transformers
 folder), e.g. a pretrained draft that DistillSpec then distils.
 """
@@ -35,7 +44,9 @@ class LlamaStudentConfig(BaseModel):
     intermediate: int = Field(384, gt=0, description="MLP width")
     max_positions: int = Field(2048, gt=0)
     tie_embeddings: bool = True
-    init: Literal["random", "teacher-embeddings"] = "random"
+    init: Literal["random", "teacher-embeddings", "teacher-layers"] = Field("random", description=(
+        "random; teacher-embeddings: the teacher's token embedding; teacher-layers: the teacher's "
+        "embedding, first `layers` decoder layers, final norm and head (the teacher's widths)"))
     init_from: Path | None = Field(None, description=(
         "start from this trained student (run directory or transformers folder, same architecture)"))
 
@@ -53,6 +64,9 @@ class LlamaStudentConfig(BaseModel):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         tc = teacher.config
+        truncated = self.init == "teacher-layers" and self.init_from is None
+        if truncated:
+            check_truncation(self, tc)
         config = LlamaConfig(
             vocab_size=teacher.get_output_embeddings().weight.shape[0], hidden_size=self.hidden,
             intermediate_size=self.intermediate, num_hidden_layers=self.layers,
@@ -61,6 +75,10 @@ class LlamaStudentConfig(BaseModel):
             bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id,
             pad_token_id=getattr(tc, "pad_token_id", None), rms_norm_eps=getattr(tc, "rms_norm_eps", 1e-5),
             rope_theta=getattr(tc, "rope_theta", 10000.0))
+        if truncated:  # the layers compute what they did in the teacher only with its settings
+            for key in TRUNCATION_SETTINGS:
+                if hasattr(tc, key):
+                    setattr(config, key, getattr(tc, key))
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = LlamaForCausalLM(config)
@@ -75,7 +93,57 @@ class LlamaStudentConfig(BaseModel):
                     f"{source.shape[1]} or student.init: random")
             with torch.no_grad():
                 model.get_input_embeddings().weight.copy_(source)
+        elif truncated:
+            copy_teacher_layers(model, teacher)
         return model
+
+
+# what a decoder layer's computation depends on besides its weights (transformers 5 keeps the
+# rotary base in rope_parameters; older versions in rope_theta)
+TRUNCATION_SETTINGS = ("head_dim", "hidden_act", "attention_bias", "mlp_bias", "rms_norm_eps",
+                       "rope_parameters", "rope_theta")
+
+
+def check_truncation(student: LlamaStudentConfig, tc: Any) -> None:
+    """A ModelMismatchError naming each student setting that a truncated copy of the teacher
+    (config `tc`) cannot have, with the value to set."""
+    if getattr(tc, "model_type", "llama") != "llama":
+        raise ModelMismatchError(
+            f"student.init: teacher-layers copies Llama decoder layers, but the teacher is a "
+            f"{tc.model_type!r} model; use student.init: teacher-embeddings or random")
+    wanted = {"hidden": tc.hidden_size, "heads": tc.num_attention_heads,
+              "kv_heads": getattr(tc, "num_key_value_heads", None) or tc.num_attention_heads,
+              "intermediate": tc.intermediate_size,
+              "tie_embeddings": bool(getattr(tc, "tie_word_embeddings", True))}
+    have = {"hidden": student.hidden, "heads": student.heads,
+            "kv_heads": student.kv_heads or student.heads, "intermediate": student.intermediate,
+            "tie_embeddings": student.tie_embeddings}
+    diffs = [f"student.{k}: {str(v).lower() if isinstance(v, bool) else v} (now {have[k]})"
+             for k, v in wanted.items() if have[k] != v]
+    if student.layers > tc.num_hidden_layers:
+        diffs.append(f"student.layers: at most {tc.num_hidden_layers} (now {student.layers})")
+    if diffs:
+        raise ModelMismatchError(
+            "student.init: teacher-layers makes the student the teacher's first layers, so it "
+            "needs the teacher's widths; set " + ", ".join(diffs) + " (or student.init: random)")
+
+
+def copy_teacher_layers(model: nn.Module, teacher: nn.Module) -> None:
+    """Copy into `model` (a Llama with L decoder layers) the teacher's tensors of the same
+    state-dict names: the token embedding, model.layers.0..L-1, the final norm, and lm_head
+    when untied. A ModelMismatchError names every tensor missing from the teacher or of
+    another shape."""
+    source = teacher.state_dict()
+    target = model.state_dict()
+    missing = [k for k in target if k not in source]
+    shapes = [f"{k} {tuple(source[k].shape)} there vs {tuple(v.shape)} here"
+              for k, v in target.items() if k in source and source[k].shape != v.shape]
+    if missing or shapes:
+        raise ModelMismatchError("student.init: teacher-layers cannot copy the teacher: "
+                                 + "; ".join([f"{k} missing" for k in missing[:5]] + shapes[:5]))
+    with torch.no_grad():
+        for key, value in target.items():
+            value.copy_(source[key].to(value.dtype))
 
 
 def load_same_architecture(model: nn.Module, source: Path, teacher: nn.Module, tokenizer: Any) -> None:
