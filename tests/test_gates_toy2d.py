@@ -37,6 +37,7 @@ SHORT = {
     "progressive": ["train.steps=3000", "train.batch_size=256"],
     "cd": ["train.steps=1000", "train.batch_size=256"],
     "mcd": ["train.steps=1000", "train.batch_size=256"],
+    "scm": ["train.steps=600", "train.batch_size=256"],
     "dmd": ["train.steps=800", "method.pairs=5000"],
     "vsd": ["train.batch_size=256"],
     # rectified flow (test_gates_rectified_flow.py; recipe numbers in docs/methods.md)
