@@ -25,7 +25,7 @@ from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
 from distill.runner import run
 
-METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "reflow", "instaflow", "slimflow", "meanflow",
+METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
            "twinflow")
 BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
