@@ -107,11 +107,20 @@ def test_jvp_and_finite_difference_tangents_agree_on_a_network():
     torch.testing.assert_close(method.student_tangent(x, theta, dxdt, None), exact, atol=1e-5, rtol=1e-5)
 
 
-def test_the_adaptive_weight_starts_at_zero_and_learns():
+def test_the_adaptive_weight_starts_at_zero_and_trains_with_the_student():
     method = SCM(SCM.Config(), Denoiser(GaussianConsistency(0.2)), Denoiser(GaussianFlow()), gaussian_data())
-    assert float(method.weighting(torch.rand(8)).detach().abs().max()) == 0.0
-    groups = method.param_groups()
-    assert len(groups[0].parameters) == 1 + len(list(method.weighting.parameters()))
+    theta = torch.rand(8)
+    assert float(method.weighting(theta).detach().abs().max()) == 0.0
+    (group,) = method.param_groups()
+    assert len(group.parameters) == 1 + len(list(method.weighting.parameters()))
+    optimizer = torch.optim.SGD(group.parameters, lr=0.1)
+    method({"x": SCALE * torch.randn(64, 2)}, "student", 0)["scm"].backward()
+    optimizer.step()
+    assert float(method.weighting(theta).detach().abs().max()) > 0.0
+    off = SCM(SCM.Config(adaptive_weighting=False), Denoiser(GaussianConsistency(0.2)),
+              Denoiser(GaussianFlow()), gaussian_data())
+    assert len(off.param_groups()[0].parameters) == 1
+    assert not any(p.requires_grad for p in off.weighting.parameters())
 
 
 def test_trajectory_pairs_never_read_the_data_and_land_on_the_teachers_path():

@@ -116,7 +116,7 @@ class ContinuousConsistencyDistillation(Method):
         check_schedule(teacher.schedule, cfg.name)
         check_schedule(student.schedule, cfg.name)
         self.cfg, self.student, self.teacher = cfg, student, teacher
-        self.weighting = AdaptiveWeight()
+        self.weighting = AdaptiveWeight().requires_grad_(cfg.adaptive_weighting)
         self.num_classes = data.num_classes if student.conditional else None
         self._rows = (prior_noise_rows(cfg.prior_samples, data.shape, self.num_classes, seed)
                       if cfg.pairs == "trajectory" else None)
