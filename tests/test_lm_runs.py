@@ -138,6 +138,26 @@ def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
         run(other, tmp_path / "other")
 
 
+def test_student_init_from_a_padded_vocabulary_needs_truncate_vocab(lm_files: Path, tmp_path: Path):
+    base = run(load_config(lm_files / "run.yaml", ["train.steps=2"]), tmp_path / "base", evaluate=False)
+    trained = AutoModelForCausalLM.from_pretrained(base.run_dir / "student")
+    rows = trained.lm_head.weight.shape[0]
+    trained.resize_token_embeddings(rows + 5, mean_resizing=False)  # padding rows beyond the tokenizer's ids
+    padded = tmp_path / "padded"
+    trained.save_pretrained(padded)
+    PreTrainedTokenizerFast.from_pretrained(lm_files / "teacher").save_pretrained(padded)
+    plain = load_config(lm_files / "run.yaml", [f"student.init_from={padded}"])
+    with pytest.raises(ModelMismatchError, match="student.truncate_vocab: true"):
+        run(plain, tmp_path / "plain")
+    cfg = load_config(lm_files / "run.yaml", [f"student.init_from={padded}", "student.truncate_vocab=true",
+                                              "train.steps=1", "train.lr=1.0e-12"])
+    tuned = AutoModelForCausalLM.from_pretrained(run(cfg, tmp_path / "cut", evaluate=False).run_dir / "student")
+    assert tuned.lm_head.weight.shape[0] == rows
+    assert torch.allclose(tuned.lm_head.weight, trained.lm_head.weight[:rows], atol=1e-6)
+    with pytest.raises(ConfigError, match="truncate_vocab applies to a student started from init_from"):
+        load_config(lm_files / "run.yaml", ["student.truncate_vocab=true"])
+
+
 def test_generate_then_seq_kd_and_resume_after_a_cut_line(lm_files: Path, tmp_path: Path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the cat\n\nthe dog ran\na red house\n")

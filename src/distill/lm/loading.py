@@ -148,12 +148,14 @@ def vocab_size(model: nn.Module) -> int:
 
 
 def check_same_vocabulary(teacher: nn.Module, teacher_tok: Any, student: nn.Module,
-                          student_tok: Any, *, truncate_vocab: bool = False) -> int:
+                          student_tok: Any, *, truncate_vocab: bool = False,
+                          option: str = "truncate_vocab=True") -> int:
     """The shared vocabulary size of teacher and student, or a ModelMismatchError naming both.
 
     Token-level distillation compares the two distributions id by id, so the tokenizers must
     be the same; a padded vocabulary (extra unused rows in one output layer) is accepted only
-    with `truncate_vocab`, and then the first min(V_t, V_s) entries are compared.
+    with `truncate_vocab`, and then the first min(V_t, V_s) entries are compared; `option`
+    is how the caller's user turns it on (named in the error).
     """
     v_t, v_s = vocab_size(teacher), vocab_size(student)
     same_tokens = teacher_tok.get_vocab() == student_tok.get_vocab()
@@ -167,7 +169,6 @@ def check_same_vocabulary(teacher: nn.Module, teacher_tok: Any, student: nn.Modu
     if v_t != v_s and not truncate_vocab:
         raise ModelMismatchError(
             f"teacher output layer has {v_t} rows but the student's has {v_s} with the same "
-            "tokenizer (a padded vocabulary); runs build the student on the teacher's vocabulary, "
-            f"so start from a model with {v_t} rows (library callers may pass truncate_vocab=True "
-            f"to compare the first {min(v_t, v_s)} entries)")
+            f"tokenizer (a padded vocabulary); set {option} to use the first "
+            f"{min(v_t, v_s)} rows of both, or start from a model with {v_t} rows")
     return min(v_t, v_s)

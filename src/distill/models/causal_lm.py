@@ -49,9 +49,15 @@ class LlamaStudentConfig(BaseModel):
         "embedding, first `layers` decoder layers, final norm and head (the teacher's widths)"))
     init_from: Path | None = Field(None, description=(
         "start from this trained student (run directory or transformers folder, same architecture)"))
+    truncate_vocab: bool = Field(False, description=(
+        "with init_from: accept a model whose output layer has padding rows beyond the teacher's "
+        "vocabulary (same tokenizer), keeping the rows of the teacher's ids"))
 
     @model_validator(mode="after")
     def _check_heads(self) -> LlamaStudentConfig:
+        if self.truncate_vocab and self.init_from is None:
+            raise ValueError("truncate_vocab applies to a student started from init_from (a run "
+                             "builds its own student on the teacher's vocabulary); set init_from or drop it")
         if self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % (self.kv_heads or self.heads):
@@ -83,7 +89,7 @@ class LlamaStudentConfig(BaseModel):
             torch.manual_seed(seed)
             model = LlamaForCausalLM(config)
         if self.init_from is not None:
-            load_same_architecture(model, self.init_from, teacher, tokenizer)
+            load_same_architecture(model, self.init_from, teacher, tokenizer, self.truncate_vocab)
         elif self.init == "teacher-embeddings":
             source = teacher.get_input_embeddings().weight
             if source.shape[1] != self.hidden:
@@ -146,20 +152,34 @@ def copy_teacher_layers(model: nn.Module, teacher: nn.Module) -> None:
             value.copy_(source[key].to(value.dtype))
 
 
-def load_same_architecture(model: nn.Module, source: Path, teacher: nn.Module, tokenizer: Any) -> None:
+def load_same_architecture(model: nn.Module, source: Path, teacher: nn.Module, tokenizer: Any,
+                           truncate_vocab: bool = False) -> None:
     """Copy the weights of the causal LM at `source` (a run directory's student/ or a
     transformers folder) into `model`; a ModelMismatchError when its tokenizer is not the
-    teacher's, or naming the settings where its architecture differs."""
+    teacher's, or naming the settings where its architecture differs. With `truncate_vocab`
+    a padded vocabulary is accepted: the rows of the vocabulary-sized tensors (embedding,
+    output layer) are copied up to the shorter of the two, and the rest keep their init."""
     from distill.lm.loading import check_same_vocabulary, load_causal_lm
 
     folder = source / "student" if (source / "student" / "config.json").is_file() else source
     trained, trained_tokenizer = load_causal_lm(folder)
-    check_same_vocabulary(teacher, tokenizer, trained, trained_tokenizer)
+    check_same_vocabulary(teacher, tokenizer, trained, trained_tokenizer, truncate_vocab=truncate_vocab,
+                          option="student.truncate_vocab: true")
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
     diffs = [f"{k}: {getattr(trained.config, k, None)} there vs {getattr(model.config, k, None)} here"
-             for k in keys if getattr(trained.config, k, None) != getattr(model.config, k, None)]
+             for k in keys if getattr(trained.config, k, None) != getattr(model.config, k, None)
+             and not (truncate_vocab and k == "vocab_size")]
     if diffs:
         raise ModelMismatchError(f"student.init_from: {folder} has another architecture ("
                                  + "; ".join(diffs) + "); match the student section to it")
-    model.load_state_dict(trained.state_dict())
+    state = trained.state_dict()
+    if truncate_vocab:
+        own = model.state_dict()
+        rows = {k: own[k].clone() for k, v in state.items()
+                if v.ndim and k in own and v.shape[1:] == own[k].shape[1:] and v.shape[0] != own[k].shape[0]}
+        for key, value in rows.items():
+            n = min(len(value), len(state[key]))
+            value[:n] = state[key][:n]
+        state = {**state, **rows}
+    model.load_state_dict(state)
