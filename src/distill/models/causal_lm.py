@@ -44,6 +44,8 @@ class LlamaStudentConfig(BaseModel):
     intermediate: int = Field(384, gt=0, description="MLP width")
     max_positions: int = Field(2048, gt=0)
     tie_embeddings: bool = True
+    rope_theta: float = Field(10000.0, gt=0, description=(
+        "rotary base of a random or teacher-embeddings student (teacher-layers takes the teacher's)"))
     init: Literal["random", "teacher-embeddings", "teacher-layers"] = Field("random", description=(
         "random; teacher-embeddings: the teacher's token embedding; teacher-layers: the teacher's "
         "embedding, first `layers` decoder layers, final norm and head (the teacher's widths)"))
@@ -80,7 +82,7 @@ class LlamaStudentConfig(BaseModel):
             max_position_embeddings=self.max_positions, tie_word_embeddings=self.tie_embeddings,
             bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id,
             pad_token_id=getattr(tc, "pad_token_id", None), rms_norm_eps=getattr(tc, "rms_norm_eps", 1e-5),
-            rope_theta=getattr(tc, "rope_theta", 10000.0))
+            rope_theta=self.rope_theta)
         if truncated:  # the layers compute what they did in the teacher only with its settings
             for key in TRUNCATION_SETTINGS:
                 if hasattr(tc, key):
