@@ -107,6 +107,36 @@ def test_jvp_and_finite_difference_tangents_agree_on_a_network():
     torch.testing.assert_close(method.student_tangent(x, theta, dxdt, None), exact, atol=1e-5, rtol=1e-5)
 
 
+class _NoForwardMode(torch.autograd.Function):
+    """An op with a backward but no forward-mode rule, as CPU flash attention in diffusers."""
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
+class NoForwardModeFlow(GaussianFlow):
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        return _NoForwardMode.apply(super().forward(x, t, cond))
+
+
+def test_a_backbone_without_forward_mode_autodiff_names_the_finite_difference_tangent():
+    method = SCM(SCM.Config(tangent="jvp"), Denoiser(NoForwardModeFlow()), Denoiser(GaussianFlow()),
+                 gaussian_data())
+    with pytest.raises(ConfigError, match="method.tangent: finite-difference"):
+        method({"x": SCALE * torch.randn(8, 2)}, "student", 0)
+    method.cfg = method.cfg.model_copy(update={"tangent": "finite-difference"})
+    assert torch.isfinite(method({"x": SCALE * torch.randn(8, 2)}, "student", 0)["scm"])
+
+
 def test_the_adaptive_weight_starts_at_zero_and_trains_with_the_student():
     method = SCM(SCM.Config(), Denoiser(GaussianConsistency(0.2)), Denoiser(GaussianFlow()), gaussian_data())
     theta = torch.rand(8)

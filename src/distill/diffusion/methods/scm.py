@@ -167,7 +167,13 @@ class ContinuousConsistencyDistillation(Method):
         tangent_x = expand_time(weight, dxdt) * dxdt
         with torch.no_grad():
             if self.cfg.tangent == "jvp":
-                return torch.func.jvp(velocity, (x_hat, theta), (tangent_x, weight))[1]
+                try:
+                    return torch.func.jvp(velocity, (x_hat, theta), (tangent_x, weight))[1]
+                except NotImplementedError as error:  # e.g. CPU flash attention in diffusers UNets
+                    raise ConfigError(
+                        f"scm's tangent: jvp needs forward-mode autodiff through the student, which "
+                        f"this backbone does not support ({str(error).splitlines()[0][:160]}); set "
+                        "method.tangent: finite-difference") from error
             h = self.cfg.fd_step
             ahead = velocity(x_hat + h * tangent_x, theta + h * weight)
             behind = velocity(x_hat - h * tangent_x, theta - h * weight)
