@@ -201,3 +201,19 @@ def test_kd_with_mixup_keeps_a_live_teacher(blobs):
     data, teacher = blobs
     _, _, _, method = build_classify(classify_config("s", data, {"name": "kd", "mixup": 0.4}, teacher=teacher_of(teacher)))
     assert "teacher_outputs" not in method.train_data()
+
+
+def test_labelled_share_fixes_the_labelled_rows_per_batch_and_needs_unlabelled_rows(blobs, tmp_path: Path):
+    data, teacher = blobs
+    cfg = classify_config("s", data, {"name": "kd", "labelled_share": 0.25}, teacher=teacher_of(teacher))
+    from distill.kd.runner import build_classify
+    from distill.train.batches import BatchStream
+
+    _, _, _, method = build_classify(cfg)
+    rows, strata = method.train_data(), method.batch_strata()
+    batch = BatchStream(rows, 32, seed=0, strata=strata).next()
+    assert int((batch["y"] != -100).sum()) == 8  # 1/4 of 32, although most rows are unlabelled
+    assert run(cfg, tmp_path / "kd-share").rows  # trains, exports and evaluates
+    no_unlabelled = classify_config("s", data, {"name": "supervised", "labelled_share": 0.5})
+    with pytest.raises(ConfigError, match="method.labelled_share=0.5 splits batches"):
+        run(no_unlabelled, tmp_path / "sup-share")

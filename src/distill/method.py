@@ -108,6 +108,11 @@ class Method(nn.Module):
         means the dataset's training split ({"x": samples, "y": labels when labelled})."""
         return None
 
+    def batch_strata(self) -> tuple[Tensor, tuple[float, ...]] | None:
+        """(stratum index per row of `train_data()` (N,), share of every batch for each
+        stratum), e.g. a fixed share of labelled rows; None: rows drawn uniformly."""
+        return None
+
     def prepare_batch(self, batch: Batch, micro_batches: int) -> Batch:
         """Called on this process's whole batch before it is split into `micro_batches`
         accumulation micro-batches (e.g. to normalise a loss over the whole batch)."""

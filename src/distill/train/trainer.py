@@ -79,7 +79,8 @@ class Trainer:
         self.optimizers = dict(zip(self.optimizers, opts, strict=True))
         self.method: Method = acc.unwrap_model(self.model)
         self.ema = EMA(self.method.student, train.ema_decay) if train.ema_decay else None
-        self.stream = BatchStream(rows, train.batch_size, train.seed, acc.process_index, world)
+        self.stream = BatchStream(rows, train.batch_size, train.seed, acc.process_index, world,
+                                  strata=self.method.batch_strata())
         student_ids = {id(p) for p in self.method.student.parameters()}
         # The EMA moves only on steps that updated the student (e.g. every 5th for DMD2).
         self.student_groups = {g.name for g in self.groups

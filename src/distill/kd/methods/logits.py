@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distill.data.base import ArrayData
+from distill.errors import ConfigError
 from distill.kd import losses
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.models.classifiers import ClassifierConfig
@@ -56,6 +57,10 @@ def kept_labels(labels: Tensor, fraction: float, seed: int) -> Tensor:
 class ClassifierMethodConfig(MethodConfig):
     label_fraction: float = Field(1.0, gt=0, le=1, description=(
         "fraction of the training labels kept (stratified); the rest train as unlabelled rows"))
+    labelled_share: float | None = Field(None, gt=0, lt=1, description=(
+        "share of every batch drawn from the labelled rows when unlabelled rows (a transfer set, "
+        "or labels removed by label_fraction) train too; None: batches drawn uniformly from all "
+        "rows (a 25k transfer set then leaves ~14% labelled rows per batch)"))
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precompute_teacher: bool = Field(True, description=(
         "compute the teacher's outputs for every training row once before training (the same "
@@ -78,6 +83,14 @@ class ClassifierMethod(Method):
         if teacher is not None:
             self.teacher = teacher
         self._rows = self._training_rows(data, seed)
+        if cfg.labelled_share is not None:
+            labelled = int((self._rows["y"] != IGNORE).sum())
+            if labelled in (0, len(self._rows["y"])):
+                raise ConfigError(
+                    f"method.labelled_share={cfg.labelled_share} splits batches between labelled "
+                    f"and unlabelled rows, but method {cfg.name!r} trains on {labelled} labelled "
+                    f"rows out of {len(self._rows['y'])}; unset it, or add unlabelled rows "
+                    "(data.unlabelled, method.label_fraction < 1)")
 
     def _training_rows(self, data: ArrayData, seed: int) -> dict[str, Tensor]:
         x, y = data.train, kept_labels(data.train_labels, self.cfg.label_fraction, seed)
@@ -121,6 +134,13 @@ class ClassifierMethod(Method):
         self.train(self.training)  # frozen modules (teachers) to eval mode
         device = next(self.teacher.parameters()).device
         return torch.cat([self.teacher_outputs(rows.to(device)).cpu() for rows in x.split(chunk)])
+
+    def batch_strata(self) -> tuple[Tensor, tuple[float, ...]] | None:
+        """Labelled rows (stratum 0) make `labelled_share` of every batch, unlabelled rows the rest."""
+        share = self.cfg.labelled_share
+        if share is None:
+            return None
+        return (self._rows["y"] == IGNORE).long(), (share, 1 - share)
 
     def train_data(self) -> Batch:
         if self.caches_teacher_outputs and self.cfg.precompute_teacher and "teacher_outputs" not in self._rows:
