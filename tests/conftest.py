@@ -36,6 +36,7 @@ HEAVY_FILES = (
     "test_gates_dmd_variants.py",
     "test_gates_kd.py",
     "test_gates_kd_few_class.py",
+    "test_gates_kd_online.py",
     "test_schedule_training.py",
     "test_gates_lm.py",
     "test_resume.py",
