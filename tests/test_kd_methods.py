@@ -217,3 +217,12 @@ def test_labelled_share_fixes_the_labelled_rows_per_batch_and_needs_unlabelled_r
     no_unlabelled = classify_config("s", data, {"name": "supervised", "labelled_share": 0.5})
     with pytest.raises(ConfigError, match="method.labelled_share=0.5 splits batches"):
         run(no_unlabelled, tmp_path / "sup-share")
+
+
+def test_labelled_share_larger_than_the_labelled_rows_is_a_config_error(blobs, tmp_path: Path):
+    data, teacher = blobs  # 10% of the labels: 18 labelled training rows
+    cfg = classify_config("s", data, {"name": "kd", "labelled_share": 0.9, "label_fraction": 0.1},
+                          teacher=teacher_of(teacher))
+    with pytest.raises(ConfigError, match=r"train.batch_size=64 draws 58 rows of batch stratum 0 .*"
+                                          r"only 18 of them.*method.labelled_share"):
+        run(cfg, tmp_path / "too-few")

@@ -35,7 +35,7 @@ from distill.kd.runner import build_classify, evaluate_classifier_run, export_cl
 from distill.lm.runner import build_lm, evaluate_lm_run, export_lm, is_lm_export
 from distill.models.base import ModelConfig
 from distill.registry import METHODS
-from distill.train.batches import batch_size_of
+from distill.train.batches import batch_size_of, stratum_counts
 from distill.train.trainer import Trainer, make_accelerator
 
 
@@ -129,6 +129,22 @@ def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
             "or another teacher")
 
 
+def check_batch_strata(method: Any, batch_size: int) -> None:
+    """Every stratum of a stratified batch (e.g. the labelled rows) holds its rows per batch."""
+    strata = method.batch_strata()
+    if strata is None:
+        return
+    stratum, shares = strata
+    counts = stratum_counts(shares, batch_size)
+    for k, (count, size) in enumerate(zip(counts, torch.bincount(stratum, minlength=len(counts)).tolist(),
+                                          strict=True)):
+        if count > size:
+            raise ConfigError(
+                f"train.batch_size={batch_size} draws {count} rows of batch stratum {k} (share "
+                f"{shares[k]:g}) per batch, but the training rows hold only {size} of them; lower "
+                "train.batch_size or that share (method.labelled_share for the labelled rows)")
+
+
 def build(cfg: Any) -> tuple[ArrayData, Denoiser | None, dict[str, Any] | None, Any]:
     """Data, teacher (frozen) and method instance for a validated config."""
     method_cls = METHODS.get(cfg.method.name)
@@ -176,6 +192,7 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     if cfg.train.batch_size > batch_size_of(rows):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
                           f"{batch_size_of(rows)} {source}; lower train.batch_size")
+    check_batch_strata(method, cfg.train.batch_size)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
