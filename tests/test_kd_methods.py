@@ -226,3 +226,20 @@ def test_labelled_share_larger_than_the_labelled_rows_is_a_config_error(blobs, t
     with pytest.raises(ConfigError, match=r"train.batch_size=64 draws 58 rows of batch stratum 0 .*"
                                           r"only 18 of them.*method.labelled_share"):
         run(cfg, tmp_path / "too-few")
+
+
+def test_stratified_batches_resume_where_they_stopped(blobs, tmp_path: Path):
+    data, teacher = blobs
+    from safetensors.torch import load_file
+
+    def kd_run(steps: int, run_dir: Path) -> dict:
+        cfg = classify_config("s", data, {"name": "kd", "labelled_share": 0.5}, teacher=teacher_of(teacher))
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps, "checkpoint_every": 10})})
+        run(cfg, run_dir, evaluate=False)
+        return load_file(run_dir / "student" / "model.safetensors")
+
+    straight = kd_run(30, tmp_path / "straight")
+    kd_run(20, tmp_path / "resumed")
+    resumed = kd_run(30, tmp_path / "resumed")  # resumes from step 20's checkpoint
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
