@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from distill.config import validate_config
 from distill.errors import ConfigError, ModelMismatchError
 from distill.kd.export import load_classifier
 from distill.kd.methods.online import balanced_divergence
+from distill.kd.runner import build_classify
 from distill.models.classifiers import DualHeadClassifier, MLPClassifierConfig
 from distill.runner import run
+from distill.train.batches import BatchStream
 from test_kd_classify import blobs_npz, classify_config
 
 
@@ -172,7 +175,6 @@ def test_hsd_exports_a_network_that_exits_early(blobs, tmp_path: Path):
 def test_precomputed_teacher_outputs_equal_the_live_teacher_and_replace_its_forward(blobs, method):
     """Teacher outputs for every training row are computed once (precompute_teacher) and equal
     what the frozen teacher gives live; training steps then never run the teacher."""
-    from distill.kd.runner import build_classify
 
     data, teacher = blobs
     if method.get("teachers") == "SELF":
@@ -196,7 +198,6 @@ def test_precomputed_teacher_outputs_equal_the_live_teacher_and_replace_its_forw
 
 
 def test_kd_with_mixup_keeps_a_live_teacher(blobs):
-    from distill.kd.runner import build_classify
 
     data, teacher = blobs
     _, _, _, method = build_classify(classify_config("s", data, {"name": "kd", "mixup": 0.4}, teacher=teacher_of(teacher)))
@@ -206,9 +207,6 @@ def test_kd_with_mixup_keeps_a_live_teacher(blobs):
 def test_labelled_share_fixes_the_labelled_rows_per_batch_and_needs_unlabelled_rows(blobs, tmp_path: Path):
     data, teacher = blobs
     cfg = classify_config("s", data, {"name": "kd", "labelled_share": 0.25}, teacher=teacher_of(teacher))
-    from distill.kd.runner import build_classify
-    from distill.train.batches import BatchStream
-
     _, _, _, method = build_classify(cfg)
     rows, strata = method.train_data(), method.batch_strata()
     batch = BatchStream(rows, 32, seed=0, strata=strata).next()
@@ -230,7 +228,6 @@ def test_labelled_share_larger_than_the_labelled_rows_is_a_config_error(blobs, t
 
 def test_stratified_batches_resume_where_they_stopped(blobs, tmp_path: Path):
     data, teacher = blobs
-    from safetensors.torch import load_file
 
     def kd_run(steps: int, run_dir: Path) -> dict:
         cfg = classify_config("s", data, {"name": "kd", "labelled_share": 0.5}, teacher=teacher_of(teacher))
