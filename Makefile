@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/step_distillation.py
 	$(BIN)/python bench/digits.py
 	$(BIN)/python bench/fake_score_memory.py

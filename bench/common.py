@@ -24,6 +24,20 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
+def rss_mib() -> float:
+    """This process's resident memory now (VmRSS), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh at the current resident memory (Linux: clear_refs 5), so that
+    `peak_rss_mib` then reads the peak of what follows only."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def write_block(begin: str, end: str, body: str) -> None:
     """Replace the text between the `begin` and `end` markers of BENCHMARKS.md with `body`
     (appending the block if the markers are not there yet)."""

@@ -10,12 +10,16 @@
 2. Teacher signals: `lm-kd` with the dense live teacher vs cached top-k (k = 8, 32, 128) and
    the cross-entropy student, same student, tokens and steps (the recipes at 150 steps), on
    the held-out python-docs blocks.
-Writes both tables into BENCHMARKS.md between the lm markers, with the command.
+3. One training step against TRL's `GKDTrainer` (`bench/lm_step.py`, one fresh process per
+   side and divergence, run one after another): same teacher, student, 8 × 512 tokens,
+   off-policy, AdamW; tokens/s and peak memory side by side.
+Writes the tables into BENCHMARKS.md between the lm markers, with the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -112,18 +116,54 @@ def signal_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def trl_step_table() -> str:
+    """Ours (`lm-kd`, dense live teacher, chunked loss) vs TRL's GKDTrainer, one step each."""
+    lines = ["| divergence (8 × 512 tokens) | distill tokens/s | TRL tokens/s | speed ratio | "
+             "distill peak extra MiB | TRL peak extra MiB | extra-memory ratio | distill peak MiB | "
+             "TRL peak MiB | peak ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for divergence, label in (("jsd", "generalized JSD, beta 0.5 (GKD's default)"),
+                              ("forward-kl", "forward KL (GKD's beta 0)")):
+        side = {}
+        for name in ("distill", "trl"):
+            out = subprocess.run([sys.executable, str(REPO / "bench" / "lm_step.py"), name,
+                                  "--divergence", divergence], capture_output=True, text=True, check=True)
+            side[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        ours, trl = side["distill"], side["trl"]
+        lines.append(f"| {label} | {ours['tokens_per_s']:.0f} | {trl['tokens_per_s']:.0f} | "
+                     f"{ours['tokens_per_s'] / trl['tokens_per_s']:.2f}× | {ours['peak_extra_mib']:.0f} | "
+                     f"{trl['peak_extra_mib']:.0f} | {ours['peak_extra_mib'] / trl['peak_extra_mib']:.2f} | "
+                     f"{ours['peak_mib']:.0f} | {trl['peak_mib']:.0f} | {ours['peak_mib'] / trl['peak_mib']:.2f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-lm")
     parser.add_argument("--skip-training", action="store_true", help="only the loss table")
+    parser.add_argument("--skip-trl", action="store_true", help="no TRL GKDTrainer comparison")
     args = parser.parse_args()
     losses = loss_table()
+    steps = "" if args.skip_trl else trl_step_table()
     signals = "" if args.skip_training else signal_table(args.out)
     command = "python " + " ".join(["bench/lm_kd.py", *sys.argv[1:]])
     body = (f"## Language-model distillation (SmolLM2-135M-Instruct)\n\nCommand: `{command}` "
             f"({machine()}).\n\nChunked vocabulary loss vs the naive one (loss + backward; peak "
             "extra memory = peak resident memory above the set-up, one fresh process per "
             "variant; times best of 3, alternating, same process):\n\n" + losses + "\n")
+    if steps:
+        from trl import __version__ as trl_version
+
+        body += ("\nOne training step against TRL's `GKDTrainer` (trl " + trl_version + "): the same "
+                 "SmolLM2-135M-Instruct teacher and 2-layer student, 8 blocks of 512 python-docs "
+                 "tokens, every position a target, off-policy (GKD's lambda 0), temperature 1, "
+                 "AdamW. A step is the teacher forward, the student forward and backward and the "
+                 "optimiser step; ours is `lm-kd` with the dense live teacher (chunked loss), TRL's "
+                 "is `GKDTrainer.training_step` (full logits of both models) plus its optimiser. "
+                 "Tokens/s from the best of 2 steps after a warm-up; peak extra = peak resident "
+                 "memory of those steps above the memory before them; peak = the process's total "
+                 "peak, models included. One fresh process per cell (`bench/lm_step.py`):\n\n"
+                 + steps + "\n")
     if signals:
         body += ("\nTeacher signals: the 2-layer, 128-wide Llama student of "
                  "`configs/lm/lm-kd-smollm2.yaml` (6.7M parameters, tied embeddings), 150 steps of "

@@ -336,6 +336,24 @@ def test_neg_inf_teacher_logits(name: str):
     assert value.item() == pytest.approx(fn(s[:, :4], t[:, :4]).item(), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def test_finite_fast_path_matches_the_masked_path(name: str):
+    """Finite logits skip the -inf masking; a -inf entry in another row of the same call
+    switches the masked path on, and the finite rows' values and gradients must not change."""
+    fn = DIVERGENCES[name]
+    s, t = rand_logits(3, 6, seed=29)
+    extra_t = torch.zeros(1, 6, dtype=t.dtype)
+    extra_t[0, 5] = -math.inf
+    fast_s = s.clone().requires_grad_(True)
+    fast = fn(fast_s, t, temperature=2.0, reduction="none")
+    fast.sum().backward()
+    masked_s = torch.cat([s, torch.zeros(1, 6, dtype=s.dtype)]).requires_grad_(True)
+    masked = fn(masked_s, torch.cat([t, extra_t]), temperature=2.0, reduction="none")
+    masked[:3].sum().backward()
+    torch.testing.assert_close(masked[:3], fast, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(masked_s.grad[:3], fast_s.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_teacher_neg_inf_only_kl_family_values():
     s, t = rand_logits(2, 5, seed=23)
     t[:, 0] = -math.inf

@@ -171,6 +171,9 @@ def _xlogx_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     -inf there gives neither NaN values nor NaN gradients.
     """
     p = log_p.exp()
+    if not bool(torch.isneginf(log_p).any() or torch.isneginf(log_q).any()):
+        # the usual case (finite logits): nothing to mask, the same values and gradients
+        return (p * (log_p - log_q)).sum(-1)
     support = p > 0
     zero = torch.zeros((), dtype=log_p.dtype, device=log_p.device)
     lp = torch.where(support, log_p, zero)
@@ -185,10 +188,17 @@ def _log_mix(log_a: Tensor, log_b: Tensor, w: float) -> Tensor:
     if w == 0.0:
         return log_b
     both = torch.isneginf(log_a) & torch.isneginf(log_b)
+    if not bool(both.any()):  # the usual case: no entry outside both supports
+        return torch.logaddexp(log_a + math.log(w), log_b + math.log1p(-w))
     zero = torch.zeros((), dtype=log_a.dtype, device=log_a.device)
     a = torch.where(both, zero, log_a) + math.log(w)
     b = torch.where(both, zero, log_b) + math.log1p(-w)
     return torch.where(both, torch.full_like(a, -math.inf), torch.logaddexp(a, b))
+
+
+def _log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / T) over the last dim (no division pass at T = 1)."""
+    return F.log_softmax(logits if temperature == 1.0 else logits / temperature, -1)
 
 
 def _floor_neginf(x: Tensor) -> Tensor:
@@ -225,7 +235,7 @@ def forward_kl(
     t2 = _check_temperature(temperature)
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        return _xlogx_kl(F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)) * t2**2
+        return _xlogx_kl(_log_probs(t, t2), _log_probs(s, t2)) * t2**2
 
     return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
 
@@ -247,7 +257,7 @@ def reverse_kl(
     t2 = _check_temperature(temperature)
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        return _xlogx_kl(F.log_softmax(s / t2, -1), F.log_softmax(t / t2, -1)) * t2**2
+        return _xlogx_kl(_log_probs(s, t2), _log_probs(t, t2)) * t2**2
 
     return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
 
@@ -286,7 +296,7 @@ def generalized_jsd(
         )
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        log_pt, log_ps = F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)
+        log_pt, log_ps = _log_probs(t, t2), _log_probs(s, t2)
         log_m = _log_mix(log_pt, log_ps, b)
         jsd = b * _xlogx_kl(log_pt, log_m) + (1.0 - b) * _xlogx_kl(log_ps, log_m)
         return jsd * t2**2
@@ -313,7 +323,7 @@ def skew_forward_kl(
     t2 = _check_temperature(temperature)
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        log_pt, log_ps = F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)
+        log_pt, log_ps = _log_probs(t, t2), _log_probs(s, t2)
         return _xlogx_kl(log_pt, _log_mix(log_pt, log_ps, a)) * t2**2
 
     return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
@@ -339,7 +349,7 @@ def skew_reverse_kl(
     t2 = _check_temperature(temperature)
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        log_pt, log_ps = F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)
+        log_pt, log_ps = _log_probs(t, t2), _log_probs(s, t2)
         return _xlogx_kl(log_ps, _log_mix(log_ps, log_pt, a)) * t2**2
 
     return _rowwise(rows, student_logits, teacher_logits, mask=mask, reduction=reduction)
@@ -391,7 +401,7 @@ def adaptive_kl(
     t2 = _check_temperature(temperature)
 
     def rows(s: Tensor, t: Tensor, _: Tensor | None) -> Tensor:
-        log_pt, log_ps = F.log_softmax(t / t2, -1), F.log_softmax(s / t2, -1)
+        log_pt, log_ps = _log_probs(t, t2), _log_probs(s, t2)
         with torch.no_grad():
             pt, ps = log_pt.exp(), log_ps.exp()
             order = pt.argsort(-1, descending=True)
