@@ -112,6 +112,36 @@ def test_lm_methods_refuse_other_sections(lm_files: Path, tmp_path: Path, overri
         run(cfg, tmp_path / "run")
 
 
+def test_assisted_generation_is_measured_and_reported(lm_files: Path, tmp_path: Path):
+    cfg = load_config(lm_files / "run.yaml", ["eval.assisted={prompts: 2, prompt_tokens: 6, gamma: 3, new_tokens: 8}"])
+    rows = {r["model"]: r for r in run(cfg, tmp_path / "run").rows}
+    student = rows["student"]
+    assert 0.0 <= student["assisted_acceptance"] <= 1.0
+    assert 1.0 <= student["assisted_tokens_per_call"] <= 4.0
+    assert "assisted_acceptance" not in rows["teacher"]
+    eval_json = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert eval_json["assisted"]["gamma"] == 3 and "assisted_acceptance" in eval_json["metrics"]
+    assert "measured in assisted generation" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("override, match", [
+    ("eval.assisted={prompt_tokens: 16}", "shorter than data.block_size=16"),
+    ("eval.assisted={prompt_tokens: 8, new_tokens: 4000}", "student.max_positions"),
+])
+def test_assisted_settings_are_checked_before_training(lm_files: Path, tmp_path: Path, override: str, match: str):
+    with pytest.raises(ConfigError, match=match):
+        run(load_config(lm_files / "run.yaml", [override]), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_assisted_on_a_non_lm_run_is_a_config_error(tmp_path: Path):
+    from conftest import tiny_teacher_yaml
+
+    cfg = load_config(tiny_teacher_yaml(tmp_path / "t.yaml"), ["eval.assisted={}"])
+    with pytest.raises(ConfigError, match="eval.assisted"):
+        run(cfg, tmp_path / "run")
+
+
 def test_student_init_from_a_trained_run(lm_files: Path, tmp_path: Path):
     base = run(load_config(lm_files / "run.yaml", ["train.steps=2"]), tmp_path / "base", evaluate=False)
     trained = AutoModelForCausalLM.from_pretrained(base.run_dir / "student")

@@ -29,6 +29,7 @@ COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "SWD": "SWD", "MMD": "MMD",
                    "parameters": "params", "accuracy": "accuracy", "agreement": "agreement",
                    "ECE": "ECE", "KL to teacher": "KL to teacher", "perplexity": "perplexity",
                    "top-1 agreement": "top-1 agr.", "draft acceptance": "accept.",
+                   "assisted acceptance (greedy)": "assisted accept.",
                    "tokens / s": "tokens/s"}
 
 

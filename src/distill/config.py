@@ -52,6 +52,17 @@ class TrainConfig(Section):
     progress: bool = True
 
 
+class AssistedEvalConfig(Section):
+    """LM runs: the student drafts for its teacher in transformers' assisted generation (greedy,
+    `gamma` drafted tokens per teacher call) on the first `prompt_tokens` tokens of held-out
+    blocks; measured acceptance and tokens per teacher call join the student's row."""
+
+    prompts: int = Field(8, gt=0, description="held-out blocks used as prompts")
+    prompt_tokens: int = Field(16, gt=0, description="tokens of each block kept as its prompt")
+    gamma: int = Field(4, gt=0, description="tokens the draft proposes per teacher call")
+    new_tokens: int = Field(32, gt=0, description="tokens generated per prompt")
+
+
 class EvalConfig(Section):
     """Side-by-side evaluation of teacher and student on the same noise."""
 
@@ -67,6 +78,8 @@ class EvalConfig(Section):
     plot_points: int = Field(2000, gt=0, description="samples kept for plots (points or images)")
     straightness: bool = Field(False, description=(
         "also measure each model's path straightness (Liu et al. 2023) on its 64-step Euler path"))
+    assisted: AssistedEvalConfig | None = Field(None, description=(
+        "LM runs: also measure the student as a draft with transformers' assisted generation"))
 
 
 # Keys whose change never makes a checkpoint invalid: a run may be resumed with them changed.

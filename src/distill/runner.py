@@ -181,6 +181,9 @@ def run(cfg: Any, run_dir: str | Path | None = None, *, force: bool = False,
     set_seed(cfg.train.seed, device_specific=True)
     family = METHODS.get(cfg.method.name).family
     classify = family == "classify"
+    if cfg.eval.assisted is not None and family != "lm":
+        raise ConfigError(f"eval.assisted measures a language-model draft; method "
+                          f"{cfg.method.name!r} does not train one. Remove eval.assisted")
     if family == "lm":
         data, _, teacher_meta, method = build_lm(cfg, run_dir)
     else:

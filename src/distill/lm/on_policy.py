@@ -102,9 +102,11 @@ class DistillSpec(OnPolicyKD):
     generates itself (on-policy; `on_policy_fraction` 1 by default) with TVD as the divergence
     (the paper's choice for greedy-free sampling; forward KL also available). The evaluation
     reports each model's acceptance rate and tokens per teacher call against the teacher
-    (`distill.metrics.lm`), teacher-forced on the held-out text.
-    Not implemented: measuring acceptance with transformers' assisted generation (the metric is
-    the analytic per-position acceptance), the paper's teacher-generated-data variants."""
+    (`distill.metrics.lm`), teacher-forced on the held-out text; `eval.assisted` also runs the
+    draft in transformers' assisted generation (greedy) and reports the measured acceptance and
+    tokens per teacher call (`distill.metrics.assisted`).
+    Not implemented: the paper's teacher-generated-data variants; acceptance under sampling
+    measured by running (the sampled rate is the analytic one)."""
 
     class Config(OnPolicyConfig):
         name: Literal["distillspec"] = "distillspec"

@@ -21,6 +21,7 @@ from distill.export_dir import read_meta_json, staged_directory
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
 from distill.lm.loading import load_causal_lm
 from distill.lm.monitor import hacking_verdict
+from distill.metrics.assisted import assisted_draft_stats
 from distill.metrics.lm import lm_scores
 from distill.models.causal_lm import LlamaStudentConfig
 from distill.registry import METHODS
@@ -41,6 +42,16 @@ def check_lm_config(cfg: Any) -> None:
     if cfg.teacher is None or getattr(cfg.teacher, "name", None) not in ("smollm2", "causal-lm"):
         raise ConfigError(f"method {cfg.method.name!r} needs a causal-LM teacher section, e.g. "
                           "teacher: {name: smollm2} or teacher: {name: causal-lm, path: my-model/}")
+    assisted = cfg.eval.assisted
+    if assisted is not None:
+        if assisted.prompt_tokens >= cfg.data.block_size:
+            raise ConfigError(f"eval.assisted.prompt_tokens={assisted.prompt_tokens} must be shorter "
+                              f"than data.block_size={cfg.data.block_size} (prompts are cut from "
+                              "held-out blocks)")
+        if assisted.prompt_tokens + assisted.new_tokens > cfg.student.max_positions:
+            raise ConfigError(f"eval.assisted: prompt_tokens + new_tokens = "
+                              f"{assisted.prompt_tokens + assisted.new_tokens} exceeds the student's "
+                              f"student.max_positions={cfg.student.max_positions}; lower new_tokens")
 
 
 def cache_teacher(cfg: Any, directory: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -111,6 +122,11 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     data = cfg.data.build_tokens(meta["tokenizer"])
     models = {"teacher": teacher, "student": student}
     scores = lm_scores(models, data.test_ids, data.test_mask)
+    assisted = cfg.eval.assisted
+    if assisted is not None:
+        prompts = data.test_ids[: assisted.prompts, : assisted.prompt_tokens]
+        scores["student"].update(assisted_draft_stats(teacher, student, prompts, gamma=assisted.gamma,
+                                                      max_new_tokens=assisted.new_tokens))
     rows = []
     for name, model in models.items():
         row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **scores[name]}
@@ -119,8 +135,11 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
         rows.append(row)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.describe(),
               "family": "lm", "primary_metric": "perplexity",
-              "metrics": ["perplexity", "kl_to_teacher", "top1_agreement", "acceptance_rate"],
+              "metrics": ["perplexity", "kl_to_teacher", "top1_agreement", "acceptance_rate",
+                          *(["assisted_acceptance", "assisted_tokens_per_call"] if assisted else [])],
               "n_tokens": int(data.test_mask[:, 1:].sum()), "rows": rows}
+    if assisted is not None:
+        result["assisted"] = assisted.model_dump()
     metrics = run_dir / "metrics.jsonl"
     log = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
     verdict = hacking_verdict(log)

@@ -193,14 +193,21 @@ def classifier_table(eval_data: dict) -> list[list[str]]:
 
 def lm_table(eval_data: dict) -> list[list[str]]:
     """LM distillation rows as strings: model, parameters, held-out perplexity, KL to the
-    teacher per token, top-1 agreement and forward tokens/s, the teacher first."""
+    teacher per token, top-1 agreement, draft acceptance (teacher-forced, and measured with
+    assisted generation when the run asked for it) and forward tokens/s, the teacher first."""
     header = ["model", "parameters", "perplexity", "KL to teacher", "top-1 agreement",
               "draft acceptance", "tokens / teacher call (γ=4)", "tokens / s"]
     rows = sorted(eval_data.get("rows") or [], key=lambda r: r.get("model") != "teacher")
-    return [header] + [[
-        str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
-        format_metric(r.get("perplexity")), format_metric(r.get("kl_to_teacher")),
-        _percent(r.get("top1_agreement")), _percent(r.get("acceptance_rate")),
-        format_metric(r.get("block_efficiency_4")),
-        _MISSING if not r.get("tokens_per_sec") else f"{r['tokens_per_sec']:.0f}",
-    ] for r in rows]
+    assisted = eval_data.get("assisted")
+    if assisted:
+        header[-1:-1] = ["assisted acceptance (greedy)", f"assisted tokens / teacher call (γ={assisted['gamma']})"]
+    table = [header]
+    for r in rows:
+        cells = [str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
+                 format_metric(r.get("perplexity")), format_metric(r.get("kl_to_teacher")),
+                 _percent(r.get("top1_agreement")), _percent(r.get("acceptance_rate")),
+                 format_metric(r.get("block_efficiency_4"))]
+        if assisted:
+            cells += [_percent(r.get("assisted_acceptance")), format_metric(r.get("assisted_tokens_per_call"))]
+        table.append(cells + [_MISSING if not r.get("tokens_per_sec") else f"{r['tokens_per_sec']:.0f}"])
+    return table

@@ -238,6 +238,9 @@ def lm_sentences(eval_data: dict) -> list[str]:
                 f"fewer parameters; KL(teacher || {name}) {row['kl_to_teacher']:.3f} nats per token, "
                 f"same top-1 token on {100 * row['top1_agreement']:.1f}% of positions; as a "
                 f"speculative draft, {100 * row['acceptance_rate']:.1f}% of its tokens accepted")
+        if "assisted_acceptance" in row:
+            text += (f" (measured in assisted generation, greedy: {100 * row['assisted_acceptance']:.1f}% "
+                     f"accepted, {row['assisted_tokens_per_call']:.2f} tokens per teacher call)")
         if row.get("tokens_per_sec") and teacher.get("tokens_per_sec"):
             text += f"; {row['tokens_per_sec'] / teacher['tokens_per_sec']:.1f}× the teacher's tokens/s"
         out.append(text + ".")
