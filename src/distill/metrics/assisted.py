@@ -51,6 +51,10 @@ def assisted_draft_stats(teacher: nn.Module, draft: nn.Module, prompts: Tensor, 
     config.num_assistant_tokens_schedule = "constant"
     config.assistant_confidence_threshold = 0.0  # always draft gamma tokens (no early stop)
     saved, draft.generation_config = draft.generation_config, config
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers warns on every assisted call about its own kwargs
     eos = teacher.generation_config.eos_token_id
     options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id":
                eos[0] if isinstance(eos, list) else eos}
@@ -70,6 +74,7 @@ def assisted_draft_stats(teacher: nn.Module, draft: nn.Module, prompts: Tensor, 
                 plain = teacher.generate(ids, attention_mask=mask, **options)
                 same += int(out.shape == plain.shape and bool((out == plain).all()))
     finally:
+        hf_logging.set_verbosity(verbosity)
         draft.generation_config = saved
         teacher.train(was_training[0]), draft.train(was_training[1])
     stats = {"assisted_acceptance": min(1.0, max(0.0, (new - calls) / max(drafted, 1))),
