@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
 
 
 @contextmanager
@@ -50,18 +51,16 @@ def assisted_draft_stats(teacher: nn.Module, draft: nn.Module, prompts: Tensor, 
     config.num_assistant_tokens = gamma
     config.num_assistant_tokens_schedule = "constant"
     config.assistant_confidence_threshold = 0.0  # always draft gamma tokens (no early stop)
-    saved, draft.generation_config = draft.generation_config, config
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers warns on every assisted call about its own kwargs
     eos = teacher.generation_config.eos_token_id
     options = {"do_sample": False, "max_new_tokens": max_new_tokens, "pad_token_id":
                eos[0] if isinstance(eos, list) else eos}
     new = calls = drafted = same = 0
+    saved, verbosity = draft.generation_config, hf_logging.get_verbosity()
     was_training = teacher.training, draft.training
-    teacher.eval(), draft.eval()
     try:
+        draft.generation_config = config
+        hf_logging.set_verbosity_error()  # transformers warns on every assisted call about its own kwargs
+        teacher.eval(), draft.eval()
         for row in prompts:
             ids = row[None]
             mask = torch.ones_like(ids)
