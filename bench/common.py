@@ -15,21 +15,23 @@ def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def _status_mib(key: str) -> float:
+    """A memory line (`VmHWM`, `VmRSS`) of /proc/self/status, MiB (Linux only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status (Linux only)")
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory (VmHWM), MiB; unlike ru_maxrss it starts afresh at
     exec, so a child does not inherit its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+    return _status_mib("VmHWM")
 
 
 def rss_mib() -> float:
     """This process's resident memory now (VmRSS), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
+    return _status_mib("VmRSS")
 
 
 def reset_peak_rss() -> None:

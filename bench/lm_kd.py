@@ -19,6 +19,7 @@ Writes the tables into BENCHMARKS.md between the lm markers, with the command.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -143,6 +144,9 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the loss table")
     parser.add_argument("--skip-trl", action="store_true", help="no TRL GKDTrainer comparison")
     args = parser.parse_args()
+    if not args.skip_trl and importlib.util.find_spec("trl") is None:  # fail before the long tables
+        raise SystemExit("the TRL comparison needs trl: `pip install -e '.[bench]'` (make bench "
+                         "does), or pass --skip-trl")
     losses = loss_table()
     steps = "" if args.skip_trl else trl_step_table()
     signals = "" if args.skip_training else signal_table(args.out)
