@@ -13,6 +13,7 @@ from torch import nn
 
 from distill.config import load_config
 from distill.data.toy2d import TOY_CONFIGS
+from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.distribution_matching import (
     DMD,
@@ -23,6 +24,7 @@ from distill.diffusion.methods.distribution_matching import (
     score_identity_loss,
 )
 from distill.errors import ConfigError
+from distill.models.image import UNetConfig
 from distill.models.mlp import TimeMLP
 from distill.runner import run
 
@@ -131,6 +133,21 @@ def test_gan_head_hooks_the_fake_score_and_a_wrong_path_lists_module_names():
 
     with pytest.raises(ConfigError, match="no feature hook point.*lin"):
         DMD2(DMD2.Config(gan_weight=0.1), Denoiser(Bare()), Denoiser(Bare()), data)
+
+
+def test_gan_head_on_a_class_conditional_unet_hooks_its_mid_block():
+    """`gan_feature: auto` finds the diffusers UNet's mid block inside the DiffusersNet wrapper,
+    and one generator and one fake-score step run on 8x8 images with labels."""
+    teacher = UNetConfig(channels=[8, 16], norm_groups=8).make_denoiser((1, 8, 8), 10)
+    student = UNetConfig(channels=[8, 16], norm_groups=8).make_denoiser((1, 8, 8), 10)
+    assert default_feature_path(teacher.net) == "model.mid_block"
+    data = ArrayData("digits", train=torch.randn(32, 1, 8, 8), test=torch.randn(8, 1, 8, 8),
+                     train_labels=torch.arange(32) % 10, test_labels=torch.arange(8), num_classes=10)
+    method = DMD2(DMD2.Config(gan_weight=0.01), student, teacher, data)
+    batch = {"x": data.train[:8], "y": data.train_labels[:8]}
+    assert set(method(batch, "fake_score", 0)) == {"fake_denoising", "discriminator"}
+    losses = method(batch, "student", 4)
+    assert set(losses) == {"distribution_matching", "gan"} and losses["gan"].requires_grad
 
 
 def test_options_are_validated():

@@ -96,8 +96,9 @@ def default_feature_path(net: nn.Module) -> str:
     """Where `gan_feature: auto` hooks the fake score: a UNet's mid block, or the last hidden
     activation of an MLP's layer stack; a ConfigError when the backbone has neither."""
     modules = dict(net.named_modules())
-    if "mid_block" in modules:
-        return "mid_block"
+    mid_blocks = [name for name in modules if name.split(".")[-1] == "mid_block"]
+    if mid_blocks:  # "model.mid_block" inside the DiffusersNet wrapper
+        return min(mid_blocks, key=len)
     layers = modules.get("layers")
     if isinstance(layers, nn.Sequential) and len(layers) >= 2:
         return f"layers.{len(layers) - 2}"
