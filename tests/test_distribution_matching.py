@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from distill.config import load_config
-from distill.data.toy2d import TOY_CONFIGS
 from distill.data.base import ArrayData
+from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.distribution_matching import (
     DMD,
