@@ -3,9 +3,9 @@
     .venv/bin/python bench/digits.py [--out runs/bench-digits]
 
 Trains the teacher config (timed: the recipe should train in under 10 minutes on 2 cores),
-then `progressive` and `ode-pairs` from it, and measures how close 10-step samplers land to
-a 200-step Heun solve. Writes the tables into BENCHMARKS.md between the digits markers,
-with the command. Each table comes from one invocation, teacher and student rows measured
+then every step-distillation method with a digits recipe (METHODS) from it, and measures
+how close 10-step samplers land to a 200-step Heun solve. Writes the tables into
+BENCHMARKS.md between the digits markers, with the command. Each table comes from one invocation, teacher and student rows measured
 in the same process on the same noise and labels.
 """
 
@@ -27,6 +27,8 @@ from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.runner import run
 
 CONFIGS = REPO / "configs" / "digits"
+# every step-distillation recipe under configs/digits, in the order of the README's table
+METHODS = ("progressive", "ode-pairs", "cd", "mcd", "scm", "reflow", "dmd2")
 BEGIN, END = "<!-- digits:begin -->", "<!-- digits:end -->"
 COLUMNS = ("fid", "precision", "recall", "class_accuracy")
 
@@ -45,7 +47,7 @@ def bench(out: Path) -> tuple[str, str, float]:
     lines = ["| model | sampler | NFE | FID | precision | recall | class acc. | ms / sample | run s | ≡ teacher NFE | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     floor_done = False
-    for method in ("progressive", "ode-pairs"):
+    for method in METHODS:
         cfg = load_config(CONFIGS / f"{method}-digits.yaml", ["train.progress=false", teacher_override])
         start = time.perf_counter()
         result = run(cfg, out / f"{method}-digits")

@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 HEAVY_FILES = (
     "test_gates_toy2d.py",  # ~440 s, trains both toy teachers
     "test_gates_digits.py",  # ~430 s, trains the digits teacher
+    "test_gates_digits_dmd2.py",  # ~500 s on the cached digits teacher
     "test_gates_kd_teachers.py",
     "test_gates_distribution_matching.py",
     "test_gates_consistency.py",

@@ -32,6 +32,8 @@ SHORT = {
     # its gate reads only the 1-step rows: the teacher's 4- and 50-step rows are not sampled again
     "ode-pairs": ["method.teacher_steps=16", "method.pairs=1000", "train.steps=300", "train.batch_size=64",
                   "eval.nfe=[1]"],
+    # test_gates_digits_dmd2.py: 1000 steps at the recipe's batch 32 (500 generator updates)
+    "dmd2": ["train.steps=1000", "eval.nfe=[1,50]"],
 }
 
 
