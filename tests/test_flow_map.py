@@ -131,10 +131,10 @@ def test_the_data_free_flow_map_reads_prior_noise_only_and_its_target_vanishes_a
 
 
 def test_two_time_is_refused_by_a_backbone_that_takes_one_time():
-    from distill.models.image import UNetConfig
+    from distill.models.image import DiTConfig
 
     with pytest.raises(ConfigError, match="two_time"):
-        UNetConfig(two_time=True).make_denoiser((1, 8, 8), None)
+        DiTConfig(two_time=True).make_denoiser((1, 8, 8), None)
 
 
 def test_boot_bootstraps_one_teacher_step_from_noise_only():

@@ -11,6 +11,8 @@ the run as its teacher. A backbone that is a diffusers model is saved with diffu
       config.json                           (diffusers backbones: diffusers' own config)
       diffusion_pytorch_model.safetensors   (diffusers backbones)
       scheduler_config.json                 (flow/velocity Euler and vp-discrete eps/x0 DDIM)
+      time_gap.safetensors                  (two-time UNets: the embedding of t - s; the UNet
+                                             alone is the s = t flow model)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ LEGACY_FORMAT = "distill.denoiser/v1"  # points only: config.json with "dim"
 META_FILE = "distill.json"
 PLAIN_WEIGHTS = "model.safetensors"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+TIME_GAP_WEIGHTS = "time_gap.safetensors"
 
 
 def diffusers_scheduler_config(denoiser: Denoiser, sampler: str) -> dict[str, Any] | None:
@@ -69,6 +72,9 @@ def _write_denoiser(staging: Path, denoiser: Denoiser, model_cfg: Any, shape: tu
     if isinstance(net, DiffusersNet):
         net.model.save_pretrained(staging, safe_serialization=True)
         weights = DIFFUSERS_WEIGHTS
+        if net.gap_embedding is not None:
+            gap = {k: v.detach().contiguous().cpu() for k, v in net.gap_embedding.mlp.state_dict().items()}
+            save_file(gap, staging / TIME_GAP_WEIGHTS)
         scheduler = diffusers_scheduler_config(denoiser, meta.get("sampler", "euler"))
         if scheduler is not None:
             _write_json(staging / "scheduler_config.json", scheduler)
@@ -116,9 +122,12 @@ def load_denoiser(directory: Path) -> tuple[Denoiser, dict[str, Any]]:
     config = read_export_config(directory)
     model_cfg = MODELS.get(config["model"]["name"]).model_validate(config["model"])
     denoiser = model_cfg.make_denoiser(tuple(config["shape"]), config["num_classes"])
-    target = denoiser.net.model if isinstance(denoiser.net, DiffusersNet) else denoiser.net
-    load_weights_into(target, directory / config["weights"], META_FILE,
-                      "re-run `distill eval` on its run or retrain")
+    net = denoiser.net
+    fix = "re-run `distill eval` on its run or retrain"
+    load_weights_into(net.model if isinstance(net, DiffusersNet) else net, directory / config["weights"],
+                      META_FILE, fix)
+    if isinstance(net, DiffusersNet) and net.gap_embedding is not None:
+        load_weights_into(net.gap_embedding.mlp, directory / TIME_GAP_WEIGHTS, META_FILE, fix)
     return freeze(denoiser), config
 
 

@@ -70,7 +70,7 @@ class ModelConfig(BaseModel):
         self.check_shape(shape)
         if self.two_time and not self.supports_two_time:
             raise ConfigError(f"student.two_time: the {self.name!r} backbone takes one time only; "
-                              "use the mlp backbone for flow-map students")
+                              "use the mlp or unet backbone for flow-map students")
         net = self.build(shape, num_classes)
         if self.experts > 1:
             from distill.models.image import DiffusersNet  # image.py imports this module

@@ -8,7 +8,7 @@ the exported weights follow the convention of diffusers' schedulers (see export.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -36,21 +36,72 @@ def _check_image_shape(shape: tuple[int, ...], in_channels: int | None = None) -
     return channels, height, width
 
 
-class DiffusersNet(nn.Module):
-    """Adapts a diffusers model to `net(x, t, cond)`: maps t to diffusers' timestep and the
-    class label to `class_labels` (the null class K for unconditional calls)."""
+class TimeGapEmbedding(nn.Module):
+    """The second time of a two-time UNet (flow maps, MeanFlow): t - s through the UNet's own
+    sinusoidal projection and a `TimestepEmbedding` MLP, added to the UNet's time embedding
+    (MeanFlow embeds (t, t - s) and sums them, Geng et al. 2025, Sec. 4). The embedding of
+    t - s is taken relative to that of 0, so it is exactly zero at s = t: the UNet alone is
+    then the instantaneous-velocity (s = t) network, a plain diffusers flow model. Its last
+    layer starts at zero, so a two-time UNet built from a one-time one starts as it for every s."""
 
-    def __init__(self, model: nn.Module, schedule: str, conditional: bool) -> None:
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding
+
+        channels = unet.time_proj.num_channels
+        self.proj = unet.time_proj  # parameter-free sinusoids, shared with the UNet
+        self.mlp = TimestepEmbedding(channels, unet.time_embedding.linear_2.out_features)
+        nn.init.zeros_(self.mlp.linear_2.weight)
+        nn.init.zeros_(self.mlp.linear_2.bias)
+
+    def forward(self, gap: Tensor) -> Tensor:
+        """(B, D) for gap = t - s: (B,) in [0, 1], in diffusers' timestep units (x 1000)."""
+        both = self.proj(torch.cat([gap, torch.zeros_like(gap)]) * TRAIN_TIMESTEPS)
+        at_gap, at_zero = self.mlp(both.to(self.mlp.linear_1.weight.dtype)).chunk(2)
+        return at_gap - at_zero
+
+
+class DiffusersNet(nn.Module):
+    """Adapts a diffusers model to `net(x, t, cond[, s])`: maps t to diffusers' timestep and
+    the class label to `class_labels` (the null class K for unconditional calls). A two-time
+    net (`gap_embedding`, UNet only) adds the embedding of t - s to the UNet's time embedding
+    through a forward hook, so the UNet's own modules and state dict stay diffusers'."""
+
+    def __init__(self, model: nn.Module, schedule: str, conditional: bool, two_time: bool = False) -> None:
         super().__init__()
         self.model, self.schedule, self.conditional = model, schedule, conditional
+        self.two_time = two_time
+        self.gap_embedding = TimeGapEmbedding(model) if two_time else None
+        self._gap: Tensor | None = None
+        if two_time:
+            model.time_embedding.register_forward_hook(self._add_gap)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def _add_gap(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        return output if self._gap is None else output + self._gap.to(output.dtype)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, s: Tensor | None = None) -> Tensor:
         timestep = diffusers_timestep(t, self.schedule)
         if self.conditional and cond is None:
             raise ValueError("this network is class-conditional: pass class labels")
         if not self.conditional and getattr(self.model.config, "num_embeds_ada_norm", None):
             cond = torch.zeros(t.shape, dtype=torch.long, device=t.device)  # DiT's adaLN needs a label
-        return self.model(x, timestep, class_labels=cond).sample
+        if s is not None and not self.two_time:
+            raise ValueError("this network takes one time; build it with two_time=True for a second")
+        if s is None:
+            return self.model(x, timestep, class_labels=cond).sample
+        self._gap = self.gap_embedding(t - s)
+        try:
+            return self.model(x, timestep, class_labels=cond).sample
+        finally:
+            self._gap = None
+
+    def load_one_time_state(self, state: dict[str, Tensor]) -> None:
+        """Load a one-time DiffusersNet's weights into this two-time one; the gap embedding
+        keeps its zero-output start, so the net equals the one-time one for every s."""
+        extra = [k for k in state if not k.startswith("model.")]
+        if extra:
+            raise ValueError(f"not a one-time diffusers net's state (unexpected keys {extra[:4]})")
+        self.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
 
 
 @MODELS.register("unet", summary="small diffusers UNet2DModel for images (class embeddings for CFG)",
@@ -62,6 +113,7 @@ class UNetConfig(ModelConfig):
     layers_per_block: int = Field(1, gt=0)
     attention: bool = Field(False, description="self-attention blocks at the lowest resolution")
     norm_groups: int = Field(8, gt=0)
+    supports_two_time: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _groups_divide(self) -> UNetConfig:
@@ -96,7 +148,7 @@ class UNetConfig(ModelConfig):
             block_out_channels=tuple(self.channels), layers_per_block=self.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=self.norm_groups,
             num_class_embeds=num_classes + 1 if num_classes else None)
-        return DiffusersNet(model, self.schedule, conditional=bool(num_classes))
+        return DiffusersNet(model, self.schedule, conditional=bool(num_classes), two_time=self.two_time)
 
 
 @MODELS.register("dit", summary="small diffusers DiT (patch transformer with adaLN-Zero) for images",

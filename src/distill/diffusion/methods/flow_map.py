@@ -59,7 +59,7 @@ def adaptive_l2(pred: Tensor, target: Tensor, power: float, c: float) -> Tensor:
 def require_two_time_student(student: Denoiser, teacher: Denoiser, method: str) -> None:
     if not student.two_time:
         raise ConfigError(f"method {method!r} trains a flow map: set student.two_time: true (an mlp "
-                          "backbone), with student.init: teacher to start from the teacher")
+                          "or unet backbone), with student.init: teacher to start from the teacher")
     if student.conditional != teacher.conditional:
         raise ConfigError(f"method {method!r} needs teacher and student to be both "
                           "class-conditional or both not")
