@@ -16,7 +16,7 @@ from distill.config import load_config
 from distill.diffusion.samplers import fixed_noise, sample
 from distill.runner import run
 
-pytestmark = pytest.mark.gate
+pytestmark = [pytest.mark.gate, pytest.mark.slow]  # minutes each: make test-all, not CI
 DIGITS = REPO / "configs" / "digits"
 # The shipped teacher trains 3000 steps at batch 128; 600 steps at batch 64 are enough for the
 # gates and keep CI short (the UNet forward is compute-bound: ~114 ms per 128 images on one

@@ -18,7 +18,7 @@ import pytest
 
 from test_gates_digits import distilled
 
-pytestmark = pytest.mark.gate
+pytestmark = [pytest.mark.gate, pytest.mark.slow]  # minutes each: make test-all, not CI
 
 
 @pytest.fixture(scope="module")

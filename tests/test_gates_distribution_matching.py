@@ -25,7 +25,9 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("dmd-gate-runs"))
 
 
-@pytest.mark.parametrize("method", ["dmd", "dmd2", "sid", "vsd"])
+@pytest.mark.parametrize("method", [pytest.param("dmd", marks=pytest.mark.slow), "dmd2",
+                                    pytest.param("sid", marks=pytest.mark.slow),
+                                    pytest.param("vsd", marks=pytest.mark.slow)])
 def test_one_step_generator_matches_the_teacher_without_collapse(method, root):
     rows = distilled(method, "8gaussians", root)["rows"]
     student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]

@@ -28,6 +28,7 @@ def test_boot_one_step_student_from_noise_only(tmp_path_factory):
     check_one_step(distilled("boot", "8gaussians", str(tmp_path_factory.mktemp("boot-gate")))["rows"])
 
 
+@pytest.mark.slow  # ~90 s a dataset: make test-all
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_mdt_one_step_student(dataset, tmp_path_factory):
     check_student(distilled("mdt", dataset, str(tmp_path_factory.mktemp("mdt-gate")))["rows"], 1, dataset)

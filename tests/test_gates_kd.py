@@ -38,11 +38,13 @@ def test_kd_student_beats_the_label_only_student_by_two_points(out: Path):
     assert kd_mean(out) >= label_only(out) + 2.0, (kd_mean(out), label_only(out))
 
 
+@pytest.mark.slow
 def test_feature_distillation_beats_the_label_only_student(out: Path):
     features = mean(accuracies(out, "features"))
     assert features >= label_only(out) + 2.0, (features, label_only(out))
 
 
+@pytest.mark.slow
 def test_dkd_beats_the_label_only_student_and_stays_within_half_a_point_of_kd(out: Path):
     dkd = mean(accuracies(out, "dkd"))
     assert dkd >= label_only(out) + 1.5, (dkd, label_only(out))

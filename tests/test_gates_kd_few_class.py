@@ -18,7 +18,7 @@ import pytest
 
 from kd_gate_runs import accuracies, mean
 
-pytestmark = pytest.mark.gate
+pytestmark = [pytest.mark.gate, pytest.mark.slow]  # minutes: make test-all, not CI
 
 TWO_CLASSES = "data.class_groups=[[0,1,2,3,4],[5,6,7,8,9]]"
 

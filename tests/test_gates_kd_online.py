@@ -31,6 +31,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kd-online-gates")
 
 
+@pytest.mark.slow
 def test_online_kd_beats_the_label_only_student(out: Path):
     bd_kd = mean(accuracies(out, "bd-kd"))
     assert bd_kd >= label_only(out) + 1.5, (bd_kd, label_only(out))

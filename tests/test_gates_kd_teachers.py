@@ -32,7 +32,9 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kd-teacher-gates")
 
 
-@pytest.mark.parametrize(("recipe", "margin"), [("ofa", 2.0), ("meal", 1.0), ("multi-teacher", 2.0),
+@pytest.mark.parametrize(("recipe", "margin"), [pytest.param("ofa", 2.0, marks=pytest.mark.slow),
+                                                pytest.param("meal", 1.0, marks=pytest.mark.slow),
+                                                pytest.param("multi-teacher", 2.0, marks=pytest.mark.slow),
                                                 ("self-distill", 1.0)])
 def test_student_beats_the_label_only_student(out: Path, recipe: str, margin: float):
     student = mean(accuracies(out, recipe))

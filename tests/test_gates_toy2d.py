@@ -19,7 +19,8 @@ from distill.diffusion.samplers import fixed_noise, sample
 from distill.runner import run
 
 pytestmark = pytest.mark.gate
-DATASETS = ["8gaussians", "checkerboard"]
+# The checkerboard variants are `slow` (make test-all): CI runs every toy gate on 8gaussians only.
+DATASETS = ["8gaussians", pytest.param("checkerboard", marks=pytest.mark.slow)]
 
 
 # Shorter than the shipped recipes to keep CI under its time limit (as the digits gates do);
