@@ -11,9 +11,10 @@ shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
   better than the teacher at 2 steps. The issue's 1.5x-of-teacher-64 bound is not met (recipe:
   1.96-2.03x; docs/methods.md#scm), so it is not asserted.
 
-`tscd` is not gated: at the recipes' budget its 1-step student (8gaussians 0.126,
-checkerboard 0.0668) stays behind plain `cd` and misses the 1.5x-of-teacher-64 bound on
-checkerboard (docs/methods.md).
+- `tscd` (`slow`: the recipes at full length, 2000 steps at batch 512, ~2 min each on one
+  thread): the 1-step student after the 2 -> 1 segment schedule meets `cd`'s bounds. Measured:
+  0.0869 / 0.0874 on 8gaussians and 0.0450 / 0.0450 on checkerboard at seeds 0 / 1 (bounds
+  0.126 / 0.0632).
 """
 
 from __future__ import annotations
@@ -55,3 +56,9 @@ def test_continuous_time_consistency_one_step_student(root):
     student, teacher1, teacher2 = rows["student", 1], rows["teacher", 1], rows["teacher", 2]
     assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
     assert student["swd"] < teacher2["swd"], (student["swd"], teacher2["swd"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_trajectory_segmented_consistency_one_step_student(dataset, root):
+    check_student(distilled("tscd", dataset, root)["rows"], 1, dataset)
