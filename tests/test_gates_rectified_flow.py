@@ -12,7 +12,11 @@ teacher straightness 0.756): reflow 1-step 0.1085 (1.29x teacher-64), 2-step 0.0
 straightness 0.0067; slimflow 0.0990 (1.18x, 54k vs 207k parameters); instaflow (500 steps
 of reflow, then 500 of one-step distillation on the reflowed flow's 16-step solutions)
 0.0996 (1.19x; 0.0919 at 1500 steps).
-The full recipes and checkerboard are in docs/methods.md.
+The checkerboard twins are `slow` (make test-all); measured (2026-12-02, single-threaded;
+teacher-64 0.0421, teacher-1 1.127, teacher straightness 0.508): reflow 1-step 0.0547 (1.30x),
+2-step 0.0493, straightness 0.0011; instaflow 0.0574 (1.36x); slimflow at this length 0.0749
+misses the bound, so its checkerboard gate runs the full recipe: 0.0459 (1.09x).
+The full recipes are in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest
 
 from distill.config import load_config
 from distill.diffusion.export import load_denoiser
-from test_gates_toy2d import distilled
+from test_gates_toy2d import DATASETS, distilled
 
 pytestmark = pytest.mark.gate
 
@@ -31,29 +35,34 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("rectified-flow-gate-runs"))
 
 
-def check_one_step(rows: dict) -> None:
+def check_one_step(rows: dict, dataset: str = "8gaussians") -> None:
     student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
     assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
     assert student["swd"] <= 1.5 * teacher64["swd"], (student["swd"], teacher64["swd"])
-    assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student
+    if dataset == "8gaussians":
+        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student
 
 
-def test_reflow_straightens_the_paths_and_samples_in_one_step(root):
-    result = distilled("reflow", "8gaussians", root)
-    check_one_step(result["rows"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_reflow_straightens_the_paths_and_samples_in_one_step(dataset, root):
+    result = distilled("reflow", dataset, root)
+    check_one_step(result["rows"], dataset)
     straightness = result["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
     assert result["rows"]["student", 2]["swd"] < result["rows"]["student", 1]["swd"]
 
 
-def test_slimflow_one_step_student_with_a_third_of_the_parameters(root):
-    result = distilled("slimflow", "8gaussians", root)
-    check_one_step(result["rows"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root):
+    # checkerboard (slow) at the recipe's length: the CI length scores 0.0749 there (bound 0.0632)
+    result = distilled("slimflow", dataset, root, recipe_length=dataset == "checkerboard")
+    check_one_step(result["rows"], dataset)
     student, _ = load_denoiser(result["run_dir"] / "student")
     teacher, _ = load_config(result["run_dir"] / "config.yaml").teacher.load()
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     assert count(student) <= count(teacher) / 3, (count(student), count(teacher))
 
 
-def test_instaflow_one_step_student(root):
-    check_one_step(distilled("instaflow", "8gaussians", root)["rows"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_instaflow_one_step_student(dataset, root):
+    check_one_step(distilled("instaflow", dataset, root)["rows"], dataset)

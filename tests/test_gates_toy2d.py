@@ -57,13 +57,13 @@ SHORT = {
 
 
 @cache
-def distilled(method: str, dataset: str, root: str) -> dict:
-    """Run the shipped recipe (shortened by SHORT) once per session; eval.json rows keyed by
-    (model, nfe)."""
+def distilled(method: str, dataset: str, root: str, recipe_length: bool = False) -> dict:
+    """Run the shipped recipe (shortened by SHORT unless `recipe_length`, for `slow` gates) once
+    per session; eval.json rows keyed by (model, nfe)."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
                       ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0",
-                       *SHORT.get(method, [])])
-    result = run(cfg, Path(root) / f"{method}-{dataset}")
+                       *([] if recipe_length else SHORT.get(method, []))])
+    result = run(cfg, Path(root) / f"{method}-{dataset}{'-recipe' if recipe_length else ''}")
     data = json.loads((result.run_dir / "eval.json").read_text())
     return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]},
             "straightness": data.get("straightness")}
