@@ -7,7 +7,8 @@ teacher-64 when written; 1.07x at 1500 steps):
   of the samples (no mode collapse, the classic failure of reverse-KL matching).
 
 On checkerboard, `dmd` is gated at its recipe's length (`slow`: 2000 steps, 10k pairs; 1-step
-SWD 0.0519 / 0.0521 at seeds 0 / 1, 1.23x teacher-64 0.0421, bound 0.0547). `dmd2` is not
+SWD 0.0519 / 0.0521 at seeds 0 / 1, 1.23x teacher-64 0.0421, bound 0.0547; the gate on
+2026-12-02: 0.0527 in 388 s). `dmd2` is not
 gated there: it ranges 1.22-1.66x across seeds and lengths (docs/methods.md). `f-distill` is not gated (1.29-1.64x across divergences).
 """
 
