@@ -53,6 +53,7 @@ SHORT = {
     "dmd-phased": ["train.steps=500", "train.batch_size=256"],
     "tdm": ["train.steps=500", "train.batch_size=256"],
     "disback": ["train.steps=500", "train.batch_size=256"],
+    "twinflow": ["train.steps=1000", "train.batch_size=256", "train.lr=3e-4"],
 }
 
 
