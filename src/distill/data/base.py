@@ -45,6 +45,8 @@ class ArrayData:
     num_classes: K for labelled data, else None.
     modes: (K, D) mixture centres when the distribution is a known Gaussian mixture, else None.
     mode_std: per-coordinate standard deviation of each mixture component, else None.
+    mode_classes: (K,) int64 class of each mode when a class groups several modes, else None
+        (labelled mixtures without it have one mode per class, label = mode index).
     unlabelled: (U, *shape) extra inputs with no labels (a KD transfer set), or None.
     """
 
@@ -57,6 +59,7 @@ class ArrayData:
     test_labels: torch.Tensor | None = None
     num_classes: int | None = None
     unlabelled: torch.Tensor | None = None
+    mode_classes: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -210,11 +210,15 @@ def mode_coverage(
     }
 
 
-def mode_accuracy(x: torch.Tensor, labels: torch.Tensor, modes: torch.Tensor, std: float) -> float:
-    """Class accuracy of conditional samples of a Gaussian mixture whose class is the mode:
-    the fraction of samples x (N, D) lying within 3 * std of the mode their label (N,) names
-    (modes: (K, D))."""
+def mode_accuracy(x: torch.Tensor, labels: torch.Tensor, modes: torch.Tensor, std: float,
+                  mode_classes: torch.Tensor | None = None) -> float:
+    """Class accuracy of conditional samples of a Gaussian mixture: the fraction of samples
+    x (N, D) lying within 3 * std of a mode of the class their label (N,) names (modes: (K, D);
+    mode_classes: (K,) the class of each mode, default the mode's own index)."""
     if x.ndim != 2 or labels.shape != x.shape[:1]:
         raise ValueError(f"expected samples (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(labels.shape)}")
-    target = modes.to(x.device, x.dtype)[labels.long().to(x.device)]
-    return ((x - target).norm(dim=1) <= 3.0 * std).double().mean().item()
+    modes = modes.to(x.device, x.dtype)
+    classes = torch.arange(len(modes)) if mode_classes is None else mode_classes
+    near = torch.cdist(x, modes) <= 3.0 * std  # (N, K)
+    own = classes.to(x.device)[None, :] == labels.long().to(x.device)[:, None]  # (N, K)
+    return (near & own).any(dim=1).double().mean().item()
