@@ -240,19 +240,19 @@ def test_labelled_8gaussians_labels_each_point_by_its_mode():
         TOY_CONFIGS["moons"](labelled=True)
 
 
-def test_labelled_8gaussians_with_2_classes_labels_each_arc_of_4_modes():
-    data = TOY_CONFIGS["8gaussians"](n=256, n_test=256, labelled=True, classes=2).build()
+def test_labelled_8gaussians_grouped_into_2_classes_labels_each_arc_of_4_modes():
+    data = TOY_CONFIGS["8gaussians"](n=256, n_test=256, labelled=True,
+                                     class_groups=[[0, 1, 2, 3], [4, 5, 6, 7]]).build()
     modes = labelled_data().train_labels
     assert data.num_classes == 2 and torch.equal(data.train_labels, modes // 4)
+    assert torch.equal(data.mode_classes, torch.arange(8) // 4)
     assert mode_accuracy(data.train, data.train_labels, data.modes, data.mode_std, data.mode_classes) > 0.95
     assert mode_accuracy(data.train, 1 - data.train_labels, data.modes, data.mode_std, data.mode_classes) == 0.0
     # a sample at another mode of its own class counts; one at the class's mean does not
     at = torch.stack([data.modes[3], data.modes[0], data.modes[:4].mean(0)])
     assert mode_accuracy(at, torch.tensor([0, 0, 0]), data.modes, data.mode_std, data.mode_classes) == 2 / 3
     with pytest.raises(ValidationError, match="set labelled: true"):
-        TOY_CONFIGS["8gaussians"](classes=2)
-    with pytest.raises(ValidationError, match="classes must be 8, 4 or 2"):
-        TOY_CONFIGS["8gaussians"](labelled=True, classes=3)
+        TOY_CONFIGS["8gaussians"](class_groups=[[0, 1, 2, 3], [4, 5, 6, 7]])
 
 
 # ------------------------------------------------------------------------------ dmd-decoupled

@@ -38,6 +38,18 @@ def test_student_beats_the_teacher_at_its_steps_by_3x(method, steps, root):
     assert student["swd"] <= teacher["swd"] / 3, (student["swd"], teacher["swd"])
 
 
+@pytest.mark.slow  # trains its own (2-class) teacher
+def test_multi_student_beats_the_teacher_at_one_step_by_3x(root):
+    """On the 2-class 8gaussians teacher (each class an arc of 4 modes, so one teacher step
+    lands on the class's mean), 2 class-routed one-step students."""
+    rows = distilled("multi-student", "8gaussians-2classes", root)["rows"]
+    student, teacher = rows["student", 1], rows["teacher", 1]
+    print(f"multi-student 1-step SWD {student['swd']:.4f} vs teacher {teacher['swd']:.3f}, teacher-64 "
+          f"{rows['teacher', 64]['swd']:.4f}; class accuracy {student['class_accuracy']:.3f}")
+    assert student["swd"] <= teacher["swd"] / 3, (student["swd"], teacher["swd"])
+    assert student["class_accuracy"] >= 0.5, student
+
+
 def trained_parameters(method: str) -> tuple[int, int]:
     """(parameters the optimiser updates, parameters of the student) for the 8gaussians recipe."""
     _, _, _, instance = build(load_config(CONFIGS / f"{method}-8gaussians.yaml"))

@@ -54,6 +54,7 @@ SHORT = {
     "tdm": ["train.steps=500", "train.batch_size=256"],
     "disback": ["train.steps=500", "train.batch_size=256"],
     "twinflow": ["train.steps=1000", "train.batch_size=256", "train.lr=3e-4"],
+    "multi-student": ["train.steps=1000", "train.batch_size=256"],
 }
 
 

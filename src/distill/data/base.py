@@ -112,6 +112,8 @@ def merge_classes(data: ArrayData, groups: list[list[int]]) -> ArrayData:
                         "class in one group")
     data.train_labels = lookup[data.train_labels]
     data.test_labels = lookup[data.test_labels]
+    if data.modes is not None:  # a mixture whose modes were the classes: each mode's new class
+        data.mode_classes = lookup[torch.arange(len(data.modes)) if data.mode_classes is None else data.mode_classes]
     data.num_classes = len(groups)
     return data
 

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, create_model, model_validator
 
-from distill.data.base import ArrayData, DatasetConfig
+from distill.data.base import ArrayData, LabelledDatasetConfig
 from distill.registry import DATASETS
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -106,28 +106,24 @@ SAMPLERS: dict[str, tuple[Sampler, str]] = {
 }
 
 
-class ToyConfig(DatasetConfig):
+class ToyConfig(LabelledDatasetConfig):
     """Fields shared by every toy 2-D dataset; train uses `seed`, test uses `seed + 1`."""
 
     n: int = Field(50_000, gt=0, description="number of training points")
     n_test: int = Field(10_000, gt=0, description="number of held-out test points")
     seed: int = 0
     labelled: bool = Field(False, description=(
-        "8gaussians only: label each point by its mode (8 classes), for class-conditional "
+        "8gaussians only: label each point by its mode (8 classes; class_groups merges them, "
+        "e.g. [[0,1,2,3],[4,5,6,7]]: 2 classes that are mixtures), for class-conditional "
         "teachers and students (CFG, dmd-decoupled, multi-student)"))
-    classes: int = Field(8, description=(
-        "with labelled: true, the number of classes: 8 (one per mode), or 4 / 2, each class "
-        "a contiguous arc of 2 / 4 modes (classes that are mixtures, hard in few steps)"))
 
     @model_validator(mode="after")
     def _labels(self) -> ToyConfig:
         if self.labelled and self.name != "8gaussians":
             raise ValueError(f"labelled: true needs 8gaussians (whose points come from known modes); "
                              f"{self.name!r} has no classes")
-        if self.classes not in (2, 4, 8):
-            raise ValueError(f"classes must be 8, 4 or 2 (the 8 modes shared out evenly), got {self.classes}")
-        if self.classes != 8 and not self.labelled:
-            raise ValueError(f"classes: {self.classes} labels the points; set labelled: true as well")
+        if self.class_groups is not None and not self.labelled:
+            raise ValueError("class_groups merges the modes' labels; set labelled: true as well")
         return self
 
     def build(self) -> ArrayData:
@@ -140,13 +136,8 @@ class ToyConfig(DatasetConfig):
         test, test_labels = sample_8gaussians_labelled(self.n_test, torch.Generator().manual_seed(self.seed + 1))
         if not self.labelled:
             return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD)
-        if self.classes == 8:
-            return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD,
-                             train_labels=train_labels, test_labels=test_labels, num_classes=8)
-        per_class = 8 // self.classes  # modes per class, a contiguous arc
-        return ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD,
-                         train_labels=train_labels // per_class, test_labels=test_labels // per_class,
-                         num_classes=self.classes, mode_classes=torch.arange(8) // per_class)
+        return self.grouped(ArrayData(self.name, train, test, eight_gaussians_modes(), EIGHT_GAUSSIANS_STD,
+                                      train_labels=train_labels, test_labels=test_labels, num_classes=8))
 
 
 TOY_CONFIGS: dict[str, type[ToyConfig]] = {}
