@@ -64,6 +64,19 @@ def test_data_file_with_wrong_columns_for_the_teacher(tmp_path: Path):
     assert "shape (2,)" in out and "shape (3,)" in out
 
 
+def test_data_with_other_classes_than_the_teacher(tmp_path: Path):
+    """A teacher conditioned on the 8 modes cannot serve data whose labels are 2 groups of them."""
+    teacher_config = tiny_teacher_yaml(tmp_path / "t.yaml", steps=10)
+    assert runner.invoke(app, ["run", str(teacher_config), "data.labelled=true", "--run-dir",
+                               str(tmp_path / "teacher")]).exit_code == 0
+    out = invoke_run(str(CONFIGS / "ode-pairs-8gaussians.yaml"), "data.labelled=true",
+                     "data.class_groups=[[0,1,2,3],[4,5,6,7]]",
+                     "teacher={name: run, path: " + str(tmp_path / "teacher") + "}",
+                     "--run-dir", str(tmp_path / "student"))
+    assert "has 2 classes" in out and "trained on 8" in out and "class_groups" in out
+    assert not (tmp_path / "student" / "checkpoints").exists()
+
+
 def test_missing_teacher_run_is_explained(tmp_path: Path):
     out = invoke_run(str(CONFIGS / "ode-pairs-8gaussians.yaml"),
                      f"teacher={{name: run, path: {tmp_path / 'nothing'}}}")

@@ -122,11 +122,11 @@ def check_teacher(cfg: Any, data: ArrayData, meta: dict[str, Any]) -> None:
         raise ModelMismatchError(
             f"the teacher was trained on {what} of shape {shape} but data {cfg.data.name!r} has "
             f"samples of shape {data.shape}; use matching data or another teacher")
-    if meta.get("num_classes") and data.num_classes and data.num_classes > meta["num_classes"]:
+    if meta.get("num_classes") and data.num_classes and data.num_classes != meta["num_classes"]:
         raise ModelMismatchError(
-            f"data {cfg.data.name!r} has labels up to {data.num_classes - 1} but the teacher knows "
-            f"only {meta['num_classes']} classes (0..{meta['num_classes'] - 1}); use matching data "
-            "or another teacher")
+            f"data {cfg.data.name!r} has {data.num_classes} classes but the teacher was trained on "
+            f"{meta['num_classes']}: label y would ask it for its own class y, another thing; use the "
+            "teacher's data settings (e.g. the same data.class_groups) or another teacher")
 
 
 def check_batch_strata(method: Any, batch_size: int) -> None:
