@@ -8,7 +8,10 @@ measured at recipe length, with the numbers in docs/methods.md; these tests do n
 - `tdm` (2 steps) against the same;
 - `disback` (1 step) against `dmd2`'s convergence: on this toy it is not faster;
 - `twinflow` (1 step, at 1000 steps and lr 3e-4 instead of 500) against `dmd2`: it trains one
-  network where `dmd2` trains two (the student and a fake score of its size).
+  network where `dmd2` trains two (the student and a fake score of its size: this one is
+  compared, below);
+- `multi-student` (`slow`: it trains the 2-class teacher, whose classes are arcs of 4 modes)
+  against one `dmd2` student: not robustly better on this toy (docs/methods.md#multi-student).
 """
 
 from __future__ import annotations
