@@ -40,14 +40,17 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def write_block(begin: str, end: str, body: str) -> None:
+def write_block(begin: str, end: str, body: str, before: str | None = None) -> None:
     """Replace the text between the `begin` and `end` markers of BENCHMARKS.md with `body`
-    (appending the block if the markers are not there yet)."""
+    (when the markers are not there yet: insert the block above the line `before` if given and
+    present, else append it)."""
     path = REPO / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{begin}\n{body}\n{end}"
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    elif before is not None and before in text:
+        text = text.replace(before, f"{block}\n\n{before}", 1)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

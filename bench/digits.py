@@ -1,8 +1,9 @@
 """Benchmark: the digits teacher and its step-distilled students under the shipped recipes.
 
-    .venv/bin/python bench/digits.py [--out runs/bench-digits]
+    .venv/bin/python bench/digits.py [--out runs/bench-digits] [--teacher RUN_DIR]
 
 Trains the teacher config (timed: the recipe should train in under 10 minutes on 2 cores),
+or takes an already trained run of it (`--teacher`, e.g. the teacher of an earlier bench),
 then every step-distillation method with a digits recipe (METHODS) from it, and measures
 how close 10-step samplers land to a 200-step Heun solve. Writes the tables into
 BENCHMARKS.md between the digits markers, with the command. Each table comes from one invocation, teacher and student rows measured
@@ -38,12 +39,31 @@ def _cells(row: dict) -> str:
     return " | ".join(format_metric(row.get(m)) for m in COLUMNS)
 
 
-def bench(out: Path) -> tuple[str, str, float]:
+def train_teacher(out: Path) -> tuple[Path, str]:
+    """Train the teacher recipe into out/teacher-digits; (its run dir, a sentence on its time)."""
     teacher_cfg = load_config(CONFIGS / "teacher-digits.yaml", ["train.progress=false"])
     start = time.perf_counter()
-    run(teacher_cfg, out / "teacher-digits")
-    teacher_seconds = time.perf_counter() - start
-    teacher_override = f"teacher={{name: run, path: {out / 'teacher-digits'}}}"
+    result = run(teacher_cfg, out / "teacher-digits")
+    return result.run_dir, (f"trained in {(time.perf_counter() - start) / 60:.1f} min in this run "
+                            "(including its evaluation)")
+
+
+def reuse_teacher(run_dir: Path) -> tuple[Path, str]:
+    """An already trained run of the teacher recipe (its config must be the recipe's)."""
+    recipe = load_config(CONFIGS / "teacher-digits.yaml", ["train.progress=false"])
+    found = run_dir / "config.yaml"
+    if not (run_dir / "student").is_dir() or not found.is_file():
+        raise SystemExit(f"--teacher {run_dir}: not a finished run (no student/ or config.yaml); "
+                         "train configs/digits/teacher-digits.yaml first, or drop --teacher")
+    if load_config(found, ["train.progress=false"]).model_dump() != recipe.model_dump():
+        raise SystemExit(f"--teacher {run_dir}: its config.yaml is not configs/digits/teacher-digits.yaml; "
+                         "the benchmark's teacher must be the shipped recipe")
+    return run_dir, f"was trained before this run ({run_dir}) and reused"
+
+
+def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
+    teacher_dir, teacher_note = reuse_teacher(teacher_dir) if teacher_dir else train_teacher(out)
+    teacher_override = f"teacher={{name: run, path: {teacher_dir}}}"
 
     lines = ["| model | sampler | NFE | FID | precision | recall | class acc. | ms / sample | run s | ≡ teacher NFE | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -69,7 +89,7 @@ def bench(out: Path) -> tuple[str, str, float]:
 
     from distill.diffusion.export import load_denoiser
 
-    teacher, _ = load_denoiser(out / "teacher-digits" / "student")
+    teacher, _ = load_denoiser(teacher_dir / "student")
     noise, labels = fixed_noise(256, (1, 8, 8), seed=7), torch.arange(256) % 10
     solver_lines = ["| steps | " + " | ".join(("euler", "heun", "ddim", "dpm++2m")) + " |",
                     "|---|---|---|---|---|"]
@@ -79,21 +99,22 @@ def bench(out: Path) -> tuple[str, str, float]:
             errors = [float((sample(teacher, noise, steps, s, cond=labels) - reference).flatten(1)
                             .norm(dim=1).mean()) for s in ("euler", "heun", "ddim", "dpm++2m")]
             solver_lines.append(f"| {steps} | " + " | ".join(f"{e:.3f}" for e in errors) + " |")
-    return "\n".join(lines), "\n".join(solver_lines), teacher_seconds
+    return "\n".join(lines), "\n".join(solver_lines), teacher_note
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-digits")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a finished run of configs/digits/teacher-digits.yaml to reuse")
     args = parser.parse_args()
-    table, solvers, teacher_seconds = bench(args.out)
+    table, solvers, teacher_note = bench(args.out, args.teacher)
     print(table, solvers, sep="\n\n")
     command = "python " + " ".join(["bench/digits.py", *sys.argv[1:]])
     write_block(BEGIN, END, (
         f"## Step distillation on digits (8×8, class-conditional)\n\nCommand: `{command}` "
         f"({machine()}). The teacher recipe (`configs/digits/teacher-digits.yaml`, UNet2DModel "
-        f"with 32/64 channels, 3000 steps) trained in {teacher_seconds / 60:.1f} min in this run "
-        "(including its evaluation).\n\n"
+        f"with 32/64 channels, 3000 steps) {teacher_note}.\n\n"
         f"{table}\n\nFID / precision / recall against the training images in the features of "
         "the library's digits classifier (not Inception FID); class accuracy: the classifier's "
         "label for conditional samples vs the requested one. 1,000 generated samples per row. "

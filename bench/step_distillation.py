@@ -1,12 +1,12 @@
 """Benchmark: every step-distillation method on the toy suite under its shipped recipe.
 
-    .venv/bin/python bench/step_distillation.py [--out runs/bench] [--datasets 8gaussians checkerboard]
+    .venv/bin/python bench/step_distillation.py [--out runs/bench] [--datasets 8gaussians ...]
 
-Writes the results table into BENCHMARKS.md (between the step-distillation markers), with
-the command that produced it, and a quality-vs-NFE plot per dataset (docs/img/
-step-distillation-<dataset>.png: the teacher's SWD curve with every method's student rows).
-All numbers of one table come from one invocation: teacher and student rows of a dataset are
-measured in the same process on the same noise.
+Writes one results table per dataset into BENCHMARKS.md (each between its own markers, with
+the command that produced it, so a dataset can be rerun alone) and a quality-vs-NFE plot per
+dataset (docs/img/step-distillation-<dataset>.png: the teachers' SWD curves with every
+method's student rows). All numbers of one table come from one invocation: teacher and
+student rows of a dataset are measured in the same process on the same noise.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import REPO, machine, write_block
 
@@ -27,13 +28,21 @@ from distill.runner import run
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
-           "twinflow")
-BEGIN, END = "<!-- step-distillation:begin -->", "<!-- step-distillation:end -->"
+           "twinflow", "multi-student", "dmd-decoupled")
+# configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
+# classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
+DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")
+SECTION_END = "<!-- step-distillation:tables-end -->"  # new dataset blocks go above it
 PLOTS = REPO / "docs" / "img"
+METRICS = (("SWD", "swd"), ("MMD", "mmd"), ("class acc.", "class_accuracy"))
+
+
+def markers(dataset: str) -> tuple[str, str]:
+    return f"<!-- step-distillation:{dataset}:begin -->", f"<!-- step-distillation:{dataset}:end -->"
 
 
 def write_plot(dataset: str, teacher_rows: list[dict], students: dict[str, list[dict]]) -> Path:
-    """docs/img/step-distillation-<dataset>.png: SWD vs NFE, the teacher's curve and each
+    """docs/img/step-distillation-<dataset>.png: SWD vs NFE, each teacher's curve and each
     method's student rows as labelled markers."""
     rows = teacher_rows + [{**r, "model": method, "sampler": ""} for method, found in students.items()
                            for r in found]
@@ -43,65 +52,71 @@ def write_plot(dataset: str, teacher_rows: list[dict], students: dict[str, list[
     return path
 
 
-HEADER = ["| dataset | model | NFE | SWD | MMD | ms / sample | train s | ≡ teacher NFE | speed-up |",
-          "|---|---|---|---|---|---|---|---|---|"]
+def teacher_label(cfg: Any) -> str:
+    """How a run's teacher is named in the table: its recipe or run, and its CFG scale."""
+    source = getattr(cfg.teacher, "config", None) or getattr(cfg.teacher, "path", None) or cfg.teacher.name
+    guidance = getattr(cfg.method, "guidance", 1.0)
+    return f"`{Path(str(source)).stem}`, Euler" + (f", CFG {guidance:g}" if guidance != 1.0 else "")
 
 
-def bench(datasets: list[str], out: Path) -> str:
-    """One table and one SWD-vs-NFE plot per dataset."""
-    sections = []
-    for dataset in datasets:
-        lines, teacher_rows, students = list(HEADER), None, {}
-        for method in METHODS:
-            recipe = REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml"
-            if not recipe.exists():  # some methods ship an 8gaussians recipe only
-                print(f"no {recipe.name}: {method} skipped on {dataset}", file=sys.stderr)
-                continue
-            cfg = load_config(recipe, ["train.progress=false"])
-            start = time.perf_counter()
-            result = run(cfg, out / f"{method}-{dataset}")
-            seconds = time.perf_counter() - start
-            eval_data = json.loads((result.run_dir / "eval.json").read_text())
-            if teacher_rows is None:
-                floor = eval_data["floor"]
-                lines.append(f"| {dataset} | data vs data (floor) | — | {format_metric(floor['swd'])} | "
-                             f"{format_metric(floor['mmd'])} | | | | |")
-                teacher_rows = [r for r in eval_data["rows"] if r["model"] == "teacher"]
-                for r in teacher_rows:
-                    lines.append(f"| {dataset} | teacher (Euler) | {r['nfe']} | {format_metric(r['swd'])} | "
-                                 f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | | | |")
-            students[method] = [r for r in eval_data["rows"] if r["model"] == "student"]
-            for r in comparison_rows(eval_data):
-                lines.append(
-                    f"| {dataset} | **{method}** | {r['nfe']} | {format_metric(r['swd'])} | "
-                    f"{format_metric(r['mmd'])} | {format_ms(r['ms_per_sample'])} | {seconds:.0f} | "
-                    f"{r['match_nfe'] or '—'} | {format_speedup(r['speedup'], r['speedup_lower_bound'])} |")
-        plot = write_plot(dataset, teacher_rows, students)
-        lines.append(f"\n![SWD vs NFE on {dataset}]({plot.relative_to(REPO)})")
-        sections.append("\n".join(lines))
-    return "\n\n".join(sections)
+def dataset_table(dataset: str, out: Path) -> str:
+    """The table of one dataset and its SWD-vs-NFE plot. Teacher rows are printed once per
+    distinct teacher (recipe, CFG scale), above the first student compared with it; every
+    speed-up is against the run's own teacher."""
+    rows: list[tuple[str, str, dict, list[str]]] = []  # (model, NFE, metrics row, last 4 cells)
+    teachers: dict[str, list[dict]] = {}
+    students: dict[str, list[dict]] = {}
+    for method in METHODS:
+        recipe = REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml"
+        if not recipe.exists():  # not every method ships a recipe for every dataset
+            print(f"no {recipe.name}: {method} skipped on {dataset}", file=sys.stderr)
+            continue
+        cfg = load_config(recipe, ["train.progress=false"])
+        start = time.perf_counter()
+        result = run(cfg, out / f"{method}-{dataset}")
+        seconds = time.perf_counter() - start
+        eval_data = json.loads((result.run_dir / "eval.json").read_text())
+        if not rows:
+            rows.append(("data vs data (floor)", "—", eval_data["floor"], [""] * 4))
+        label = teacher_label(cfg)
+        if label not in teachers:
+            teachers[label] = [{**r, "sampler": label} for r in eval_data["rows"] if r["model"] == "teacher"]
+            rows += [(f"teacher ({label})", str(r["nfe"]), r, [format_ms(r["ms_per_sample"]), "", "", ""])
+                     for r in teachers[label]]
+        students[method] = [r for r in eval_data["rows"] if r["model"] == "student"]
+        rows += [(f"**{method}**", str(r["nfe"]), r,
+                  [format_ms(r["ms_per_sample"]), f"{seconds:.0f}", str(r["match_nfe"] or "—"),
+                   format_speedup(r["speedup"], r["speedup_lower_bound"])])
+                 for r in comparison_rows(eval_data)]
+    metrics = [(name, key) for name, key in METRICS if any(r.get(key) is not None for *_, r, _ in rows)]
+    lines = ["| model | NFE | " + " | ".join(name for name, _ in metrics) +
+             " | ms / sample | train s | ≡ teacher NFE | speed-up |",
+             "|---" * (len(metrics) + 6) + "|"]
+    for model, nfe, r, last in rows:
+        cells = [model, nfe, *(format_metric(r.get(key)) for _, key in metrics), *last]
+        lines.append("| " + " | ".join(cells) + " |")
+    plot = write_plot(dataset, [r for found in teachers.values() for r in found], students)
+    lines.append(f"\n![SWD vs NFE on {dataset}]({plot.relative_to(REPO)})")
+    return "\n".join(lines)
 
 
-def write_benchmarks(table: str, command: str) -> None:
-    write_block(BEGIN, END, (
-        f"## Step distillation (toy 2D)\n\nCommand: `{command}` "
-        f"(teacher training excluded when cached; {machine()}).\n\n{table}\n\n"
-        "SWD: sliced Wasserstein-2 to 10,000 held-out points (256 fixed projections); "
-        "MMD: multi-bandwidth RBF MMD² on 4,000 points. Speed-up: teacher time at the "
-        "cheapest NFE with SWD at least as good, divided by the student's time "
-        "(≥ when no teacher NFE is as good); on 8gaussians the teacher reaches the data floor "
-        "by NFE 8, so SWD ties there and MMD separates the rows better. 'train s' "
-        "includes making teacher pairs and the evaluation."))
+def write_table(dataset: str, table: str, command: str) -> None:
+    """The dataset's block of BENCHMARKS.md (a new dataset's block goes at the end of the
+    step-distillation section)."""
+    write_block(*markers(dataset), f"### {dataset}\n\nCommand: `{command}` (teacher training excluded "
+                f"when cached; {machine()}).\n\n{table}", before=SECTION_END)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
-    parser.add_argument("--datasets", nargs="+", default=["8gaussians", "checkerboard"])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     args = parser.parse_args()
-    table = bench(args.datasets, args.out)
-    print(table)
-    write_benchmarks(table, "python " + " ".join(["bench/step_distillation.py", *sys.argv[1:]]))
+    command = "python " + " ".join(["bench/step_distillation.py", *sys.argv[1:]])
+    for dataset in args.datasets:
+        table = dataset_table(dataset, args.out)
+        print(table)
+        write_table(dataset, table, command)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,27 @@ def test_every_benchmarked_method_has_a_valid_recipe(script: str, configs: str, 
         path = REPO / "configs" / configs / pattern.format(method=method)
         assert path.is_file(), f"bench/{script}.py runs {method!r} but {path} does not exist"
         assert load_config(path).method.name == method, path
+
+
+def test_every_step_distillation_dataset_has_recipes_that_validate():
+    bench = importlib.import_module("step_distillation")
+    for dataset in bench.DATASETS:
+        recipes = [REPO / "configs" / "toy2d" / f"{m}-{dataset}.yaml" for m in bench.METHODS]
+        found = [(m, p) for m, p in zip(bench.METHODS, recipes, strict=True) if p.is_file()]
+        assert found, f"no configs/toy2d/<method>-{dataset}.yaml for any method bench/step_distillation.py runs"
+        for method, path in found:
+            assert load_config(path).method.name == method, path
+
+
+def test_a_benchmark_block_is_replaced_in_place_or_inserted_above_its_anchor(tmp_path, monkeypatch):
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\n## toy\n\n<!-- a:begin -->\nold\n<!-- a:end -->\n\n"
+                                            "<!-- toy:end -->\n\n## other\n")
+    common.write_block("<!-- a:begin -->", "<!-- a:end -->", "new a", before="<!-- toy:end -->")
+    common.write_block("<!-- b:begin -->", "<!-- b:end -->", "new b", before="<!-- toy:end -->")
+    common.write_block("<!-- c:begin -->", "<!-- c:end -->", "new c")
+    assert (tmp_path / "BENCHMARKS.md").read_text() == (
+        "# Benchmarks\n\n## toy\n\n<!-- a:begin -->\nnew a\n<!-- a:end -->\n\n"
+        "<!-- b:begin -->\nnew b\n<!-- b:end -->\n\n<!-- toy:end -->\n\n## other\n\n"
+        "<!-- c:begin -->\nnew c\n<!-- c:end -->\n")
