@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
+import statistics
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,6 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'mean ± std' of `values` × `scale` (the sample std; 0 for one value)."""
+    mean = statistics.fmean(values) * scale
+    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _status_mib(key: str) -> float:
@@ -54,3 +65,32 @@ def write_block(begin: str, end: str, body: str, before: str | None = None) -> N
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def bench_run(cfg: Any, run_dir: Path) -> tuple[dict, str]:
+    """Run one benchmarked config into `run_dir`: (its eval.json, its 'run s' cell).
+
+    A long benchmark can be stopped and rerun with the same --out: a run it finished before
+    (run_dir/bench.json, written after its evaluation) is read back, not rerun, when its
+    config.yaml is this config; its seconds are those of the invocation that ran it. A run
+    resumed from an interrupted attempt's checkpoint shows '≥' (the earlier attempt's time is
+    not known)."""
+    from distill.config import load_config
+    from distill.runner import run
+
+    record, eval_path = run_dir / "bench.json", run_dir / "eval.json"
+    if record.is_file() and eval_path.is_file():
+        if load_config(run_dir / "config.yaml").model_dump() == cfg.model_dump():
+            done = json.loads(record.read_text())
+            return json.loads(eval_path.read_text()), _seconds_cell(done["seconds"], done["resumed"])
+        raise SystemExit(f"{run_dir} holds a finished run of another config; use another --out")
+    resumed = (run_dir / "checkpoints").is_dir()
+    start = time.perf_counter()
+    result = run(cfg, run_dir)
+    seconds = time.perf_counter() - start
+    record.write_text(json.dumps({"seconds": seconds, "resumed": resumed}))
+    return json.loads((result.run_dir / "eval.json").read_text()), _seconds_cell(seconds, resumed)
+
+
+def _seconds_cell(seconds: float, resumed: bool) -> str:
+    return f"≥ {seconds:.0f}" if resumed else f"{seconds:.0f}"

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/digits.py [--out runs/bench-digits] [--teacher RUN_DIR]
 
+Stopped and rerun with the same --out, it reads back the runs it finished (bench_run).
 Trains the teacher config (timed: the recipe should train in under 10 minutes on 2 cores),
 or takes an already trained run of it (`--teacher`, e.g. the teacher of an earlier bench),
 then every step-distillation method with a digits recipe (METHODS) from it, and measures
@@ -13,13 +14,12 @@ in the same process on the same noise and labels.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import REPO, machine, write_block
+from common import REPO, bench_run, machine, write_block
 
 from distill.config import load_config
 from distill.diffusion.samplers import fixed_noise, sample
@@ -70,10 +70,7 @@ def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
     floor_done = False
     for method in METHODS:
         cfg = load_config(CONFIGS / f"{method}-digits.yaml", ["train.progress=false", teacher_override])
-        start = time.perf_counter()
-        result = run(cfg, out / f"{method}-digits")
-        seconds = time.perf_counter() - start
-        eval_data = json.loads((result.run_dir / "eval.json").read_text())
+        eval_data, seconds = bench_run(cfg, out / f"{method}-digits")
         if not floor_done:
             floor_done = True
             lines.append(f"| held-out data ({eval_data['floor_samples']} images) | — | — | "
@@ -84,7 +81,7 @@ def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
                                  f"{format_ms(r['ms_per_sample'])} | | | |")
         for r in comparison_rows(eval_data):
             lines.append(f"| **{method}** | {r['sampler']} | {r['nfe']} | {_cells(r)} | "
-                         f"{format_ms(r['ms_per_sample'])} | {seconds:.0f} | {r['match_nfe'] or '—'} | "
+                         f"{format_ms(r['ms_per_sample'])} | {seconds} | {r['match_nfe'] or '—'} | "
                          f"{format_speedup(r['speedup'], r['speedup_lower_bound'])} |")
 
     from distill.diffusion.export import load_denoiser

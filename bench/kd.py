@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, machine, write_block
+from common import REPO, machine, mean_std, write_block
 
 from distill.config import load_config
 from distill.runner import run
@@ -49,12 +49,6 @@ DIGITS_STUDENTS = (
     ("kd without mixup", "kd", ["method.mixup=0"], True),
     ("**kd** (mixup 1.0)", "kd", [], True),
 )
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    mean = statistics.fmean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def bench(out: Path, seeds: list[int], configs: Path, teacher_recipe: str,

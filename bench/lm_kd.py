@@ -1,6 +1,7 @@
 """Benchmark: LM distillation from SmolLM2-135M-Instruct.
 
-    .venv/bin/python bench/lm_kd.py [--out runs/bench-lm] [--skip-training]
+    .venv/bin/python bench/lm_kd.py [--out runs/bench-lm] [--skip-training] [--skip-trl]
+                                    [--signals-only] [--seeds 0 1 2]
 
 1. The chunked vocabulary loss against the naive one at SmolLM2's vocabulary (49,152) and
    hidden size (576) on 8 × 512 tokens: forward KL to the dense teacher (teacher hidden states
@@ -9,11 +10,12 @@
    per variant; time is best of 3, naive and chunked alternating in one process.
 2. Teacher signals: `lm-kd` with the dense live teacher vs cached top-k (k = 8, 32, 128) and
    the cross-entropy student, same student, tokens and steps (the recipes at 150 steps), on
-   the held-out python-docs blocks.
+   the held-out python-docs blocks, once per seed (mean ± std); its own block in BENCHMARKS.md,
+   which `--signals-only` rewrites alone.
 3. One training step against TRL's `GKDTrainer` (`bench/lm_step.py`, one fresh process per
    side and divergence, run one after another): same teacher, student, 8 × 512 tokens,
    off-policy, AdamW; tokens/s and peak memory side by side.
-Writes the tables into BENCHMARKS.md between the lm markers, with the command.
+Writes the tables into BENCHMARKS.md between the lm (and lm-signals) markers, with the command.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import REPO, machine, write_block
+from common import REPO, machine, mean_std, write_block
 
 from distill.config import load_config
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
@@ -37,6 +39,7 @@ from distill.lm.targets import DenseTargets, token_divergence
 from distill.runner import run
 
 BEGIN, END = "<!-- lm:begin -->", "<!-- lm:end -->"
+SIGNALS_BEGIN, SIGNALS_END = "<!-- lm-signals:begin -->", "<!-- lm-signals:end -->"  # right below the lm block
 V, D, TOKENS = 49152, 576, 8 * 512
 CHUNK = LMMethodConfig.model_fields["chunk_size"].default  # the methods' default
 CONFIGS = REPO / "configs" / "lm"
@@ -93,25 +96,32 @@ def loss_table() -> str:
     return "\n".join(lines)
 
 
-def signal_table(out: Path) -> str:
+def signal_table(out: Path, seeds: list[int]) -> str:
+    """The cross-entropy student, lm-kd with the dense live teacher and with cached top-k
+    (k = 128, 32, 8), each trained once per seed; mean ± std over the seeds."""
     variants = [("cross-entropy only (`lm-ce`)", "lm-ce", []),
                 ("lm-kd, dense live teacher", "lm-kd", ["method.signal=dense"])]
     cache = f"method.cache_dir={out / 'teacher-cache'}"  # built once at k = 128; its prefixes serve 32, 8
     variants += [(f"lm-kd, cached top-{k} + tail bucket", "lm-kd", ["method.signal=cache", f"method.top_k={k}", cache])
                  for k in (128, 32, 8)]
-    lines = ["| student | held-out perplexity | KL(teacher ‖ student) / token | top-1 agreement | run s |",
+    lines = ["| student | held-out perplexity | KL(teacher ‖ student) / token | top-1 agreement % | run s |",
              "|---|---|---|---|---|"]
     teacher_row = None
     for label, recipe, overrides in variants:
-        start = time.perf_counter()
-        tag = "-".join([recipe, *(o.split("=")[1] for o in overrides[:2])])
-        result = run(load_config(CONFIGS / f"{recipe}-smollm2.yaml", TRAIN + overrides), out / tag, force=True)
-        rows = {r["model"]: r for r in result.rows}
-        teacher_row = rows["teacher"]
-        s = rows["student"]
-        lines.append(f"| {label} | {s['perplexity']:.1f} | {s['kl_to_teacher']:.3f} | "
-                     f"{100 * s['top1_agreement']:.1f}% | {time.perf_counter() - start:.0f} |")
-        print(lines[-1], flush=True)
+        found = []
+        for seed in seeds:
+            start = time.perf_counter()
+            tag = "-".join([recipe, *(o.split("=")[1] for o in overrides[:2]), f"seed{seed}"])
+            cfg = load_config(CONFIGS / f"{recipe}-smollm2.yaml", [*TRAIN, *overrides, f"train.seed={seed}"])
+            rows = {r["model"]: r for r in run(cfg, out / tag, force=True).rows}
+            teacher_row = rows["teacher"]
+            found.append({**rows["student"], "seconds": time.perf_counter() - start})
+            print(label, seed, {k: found[-1][k] for k in ("perplexity", "kl_to_teacher", "top1_agreement")},
+                  flush=True)
+        lines.append(f"| {label} | {mean_std([r['perplexity'] for r in found])} | "
+                     f"{mean_std([r['kl_to_teacher'] for r in found], digits=3)} | "
+                     f"{mean_std([r['top1_agreement'] for r in found], 100)} | "
+                     f"{mean_std([r['seconds'] for r in found], digits=0)} |")
     lines.insert(2, f"| teacher (SmolLM2-135M-Instruct, {teacher_row['parameters']:,} parameters) | "
                     f"{teacher_row['perplexity']:.1f} | — | — | — |")
     return "\n".join(lines)
@@ -141,16 +151,32 @@ def trl_step_table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-lm")
-    parser.add_argument("--skip-training", action="store_true", help="only the loss table")
+    parser.add_argument("--skip-training", action="store_true", help="no teacher-signal table")
     parser.add_argument("--skip-trl", action="store_true", help="no TRL GKDTrainer comparison")
+    parser.add_argument("--signals-only", action="store_true",
+                        help="only the teacher-signal table (its own block); the loss and TRL tables stay")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds of the teacher-signal runs (mean ± std over them)")
     args = parser.parse_args()
-    if not args.skip_trl and importlib.util.find_spec("trl") is None:  # fail before the long tables
+    if not (args.skip_trl or args.signals_only) and importlib.util.find_spec("trl") is None:
         raise SystemExit("the TRL comparison needs trl: `pip install -e '.[bench]'` (make bench "
-                         "does), or pass --skip-trl")
-    losses = loss_table()
-    steps = "" if args.skip_trl else trl_step_table()
-    signals = "" if args.skip_training else signal_table(args.out)
+                         "does), or pass --skip-trl")  # fail before the long tables
     command = "python " + " ".join(["bench/lm_kd.py", *sys.argv[1:]])
+    if not args.signals_only:
+        write_block(BEGIN, END, step_body(command, loss_table(), "" if args.skip_trl else trl_step_table()))
+    if not args.skip_training:
+        signals = signal_table(args.out, args.seeds)
+        write_block(SIGNALS_BEGIN, SIGNALS_END, (
+            f"Teacher signals (command: `{command}`, {machine()}): the 2-layer, 128-wide Llama "
+            "student of `configs/lm/lm-kd-smollm2.yaml` (6.7M parameters, tied embeddings), 150 "
+            "steps of 8 blocks of 64 tokens from the first 256 training blocks of python-docs, "
+            f"scored on 48 held-out blocks; mean ± std over seeds {', '.join(map(str, args.seeds))} "
+            "(one run per seed; 'run s' includes the evaluation, and for the top-128 row's first "
+            "seed building the cache that every cached row reads):\n\n" + signals + "\n"))
+
+
+def step_body(command: str, losses: str, steps: str) -> str:
+    """The lm block: the chunked-loss table and, when run, the TRL step table."""
     body = (f"## Language-model distillation (SmolLM2-135M-Instruct)\n\nCommand: `{command}` "
             f"({machine()}).\n\nChunked vocabulary loss vs the naive one (loss + backward; peak "
             "extra memory = peak resident memory above the set-up, one fresh process per "
@@ -168,13 +194,7 @@ def main() -> None:
                  "memory of those steps above the memory before them; peak = the process's total "
                  "peak, models included. One fresh process per cell (`bench/lm_step.py`):\n\n"
                  + steps + "\n")
-    if signals:
-        body += ("\nTeacher signals: the 2-layer, 128-wide Llama student of "
-                 "`configs/lm/lm-kd-smollm2.yaml` (6.7M parameters, tied embeddings), 150 steps of "
-                 "8 blocks of 64 tokens from the first 256 training blocks of python-docs, scored on "
-                 "48 held-out blocks; every row is one run with seed 0 ('run s' includes building "
-                 "the top-128 cache for the first cached row and the evaluation):\n\n" + signals + "\n")
-    write_block(BEGIN, END, body)
+    return body
 
 
 if __name__ == "__main__":

@@ -6,25 +6,23 @@ Writes one results table per dataset into BENCHMARKS.md (each between its own ma
 the command that produced it, so a dataset can be rerun alone) and a quality-vs-NFE plot per
 dataset (docs/img/step-distillation-<dataset>.png: the teachers' SWD curves with every
 method's student rows). All numbers of one table come from one invocation: teacher and
-student rows of a dataset are measured in the same process on the same noise.
+student rows of a dataset are measured in the same process on the same noise; stopped and
+rerun with the same --out, it reads back the runs it finished (bench_run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, machine, write_block
+from common import REPO, bench_run, machine, write_block
 
 from distill.config import load_config
 from distill.report import comparison_rows
 from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
-from distill.runner import run
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
@@ -72,10 +70,7 @@ def dataset_table(dataset: str, out: Path) -> str:
             print(f"no {recipe.name}: {method} skipped on {dataset}", file=sys.stderr)
             continue
         cfg = load_config(recipe, ["train.progress=false"])
-        start = time.perf_counter()
-        result = run(cfg, out / f"{method}-{dataset}")
-        seconds = time.perf_counter() - start
-        eval_data = json.loads((result.run_dir / "eval.json").read_text())
+        eval_data, seconds = bench_run(cfg, out / f"{method}-{dataset}")
         if not rows:
             rows.append(("data vs data (floor)", "—", eval_data["floor"], [""] * 4))
         label = teacher_label(cfg)
@@ -85,7 +80,7 @@ def dataset_table(dataset: str, out: Path) -> str:
                      for r in teachers[label]]
         students[method] = [r for r in eval_data["rows"] if r["model"] == "student"]
         rows += [(f"**{method}**", str(r["nfe"]), r,
-                  [format_ms(r["ms_per_sample"]), f"{seconds:.0f}", str(r["match_nfe"] or "—"),
+                  [format_ms(r["ms_per_sample"]), seconds, str(r["match_nfe"] or "—"),
                    format_speedup(r["speedup"], r["speedup_lower_bound"])])
                  for r in comparison_rows(eval_data)]
     metrics = [(name, key) for name, key in METRICS if any(r.get(key) is not None for *_, r, _ in rows)]

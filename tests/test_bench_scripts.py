@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_teacher_yaml
 from distill.config import load_config
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -48,3 +48,19 @@ def test_a_benchmark_block_is_replaced_in_place_or_inserted_above_its_anchor(tmp
         "# Benchmarks\n\n## toy\n\n<!-- a:begin -->\nnew a\n<!-- a:end -->\n\n"
         "<!-- b:begin -->\nnew b\n<!-- b:end -->\n\n<!-- toy:end -->\n\n## other\n\n"
         "<!-- c:begin -->\nnew c\n<!-- c:end -->\n")
+
+
+def test_a_finished_benchmark_run_is_read_back_not_rerun(tmp_path, monkeypatch):
+    common = importlib.import_module("common")
+    cfg = load_config(tiny_teacher_yaml(tmp_path / "teacher.yaml", steps=20))
+    eval_data, seconds = common.bench_run(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "bench.json").is_file() and not seconds.startswith("≥")
+
+    def must_not_run(*_, **__):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr("distill.runner.run", must_not_run)
+    assert common.bench_run(cfg, tmp_path / "run") == (eval_data, seconds)
+    other = load_config(tmp_path / "teacher.yaml", ["train.lr=1e-3"])
+    with pytest.raises(SystemExit, match="another config"):
+        common.bench_run(other, tmp_path / "run")
