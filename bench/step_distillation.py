@@ -75,7 +75,7 @@ def dataset_table(dataset: str, out: Path) -> str:
             rows.append(("data vs data (floor)", "—", eval_data["floor"], [""] * 4))
         label = teacher_label(cfg)
         if label not in teachers:
-            teachers[label] = [{**r, "sampler": label} for r in eval_data["rows"] if r["model"] == "teacher"]
+            teachers[label] = [{**r, "sampler": label.replace("`", "")} for r in eval_data["rows"] if r["model"] == "teacher"]
             rows += [(f"teacher ({label})", str(r["nfe"]), r, [format_ms(r["ms_per_sample"]), "", "", ""])
                      for r in teachers[label]]
         students[method] = [r for r in eval_data["rows"] if r["model"] == "student"]
