@@ -5,6 +5,7 @@ session)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from functools import cache
 from pathlib import Path
@@ -59,13 +60,15 @@ SHORT = {
 
 
 @cache
-def distilled(method: str, dataset: str, root: str, recipe_length: bool = False) -> dict:
-    """Run the shipped recipe (shortened by SHORT unless `recipe_length`, for `slow` gates) once
-    per session; eval.json rows keyed by (model, nfe)."""
+def distilled(method: str, dataset: str, root: str, recipe_length: bool = False,
+              variant: tuple[str, ...] = ()) -> dict:
+    """Run the shipped recipe (shortened by SHORT unless `recipe_length`, for `slow` gates; with
+    the `variant` overrides last) once per session; eval.json rows keyed by (model, nfe)."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
                       ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0",
-                       *([] if recipe_length else SHORT.get(method, []))])
-    result = run(cfg, Path(root) / f"{method}-{dataset}{'-recipe' if recipe_length else ''}")
+                       *([] if recipe_length else SHORT.get(method, [])), *variant])
+    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant)  # a run dir per variant
+    result = run(cfg, Path(root) / f"{method}-{dataset}{'-recipe' if recipe_length else ''}{tag}")
     data = json.loads((result.run_dir / "eval.json").read_text())
     return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]},
             "straightness": data.get("straightness")}
