@@ -56,6 +56,7 @@ SHORT = {
     "disback": ["train.steps=500", "train.batch_size=256"],
     "twinflow": ["train.steps=1000", "train.batch_size=256", "train.lr=3e-4"],
     "multi-student": ["train.steps=1000", "train.batch_size=256"],
+    "dmd-decoupled": ["train.steps=1000", "train.batch_size=256"],
 }
 
 
