@@ -5,15 +5,22 @@
 
 A recipe is a teacher-training config; it is trained the first time it is asked for and
 cached under $DISTILL_CACHE (default ~/.cache/distill) by the hash of its resolved config,
-so demos and tests never retrain the same teacher.
+so demos and tests never retrain the same teacher. Training it leaves the caller's random
+streams where they were, so a student's run is the same whether its teacher came from the cache
+or was trained first in the same process.
 """
 
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import torch
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +33,19 @@ from distill.kd.export import is_classifier_export, load_classifier
 from distill.registry import TEACHERS
 
 TEACHER_METHODS = ("teacher", "supervised")  # methods a recipe may train: denoiser, classifier
+
+
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run a block (e.g. training a teacher, which reseeds) without moving the caller's python,
+    numpy and torch (CPU and CUDA) random streams."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def load_export(directory: Path) -> tuple[Any, dict[str, Any]]:
@@ -142,7 +162,8 @@ class RecipeTeacher(TeacherSource):
             with FileLock(str(run_dir) + ".lock"):
                 if not (run_dir / "student" / META_FILE).exists():
                     print(f"[distill] training teacher {cfg.name} once; cached in {run_dir}")
-                    run(cfg, run_dir, evaluate=False)
+                    with random_state_kept():
+                        run(cfg, run_dir, evaluate=False)
         return load_export(run_dir / "student")
 
 
