@@ -15,8 +15,9 @@ measured at recipe length, with the numbers in docs/methods.md; these tests do n
 - `dmd-decoupled` (`slow`: it trains the class-conditional teacher, class = mode; 1000 steps
   at batch 256), against the teacher guided at its CFG scale 3, and its key effect's "shield"
   half: with the distribution-matching term off (CA alone) the generator runs away. Measured
-  at seeds 0 / 1 (`distill run`): 0.6209 / 0.6119 vs guided teacher-1 2.979; CA alone 5.631 /
-  5.569; this gate on 2026-12-03: 0.5141, CA alone 5.631 (147 s on one thread, teacher cached).
+  at seeds 0 / 1 (`distill run`): 0.6209 / 0.6119 vs guided teacher-1 2.979 (the seed-0 run
+  trained its teacher in-process, which then reseeded it: fixed since); CA alone 5.631 / 5.569;
+  this gate on 2026-12-03: 0.5141, CA alone 5.631 (147 s on one thread, teacher cached).
 """
 
 from __future__ import annotations
