@@ -8,7 +8,7 @@ shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
   to 4 steps (SWD at least 2x lower from 1 to 2 steps, 1.33x from 2 to 4) and its 4-step
   samples are within 1.5x of teacher-64. Measured (8gaussians, seeds 0 / 1): 1.060 / 0.178 /
   0.0804 and 1.060 / 0.178 / 0.0825 at 1 / 2 / 4 steps, teacher-64 0.084 (1000 steps: 1.083 /
-  0.172 / 0.0759); checkerboard (`slow`, 1000 steps, seed 0) 0.926 / 0.253 / 0.0413,
+  0.172 / 0.0759); checkerboard (`slow`, 1000 steps, seed 0) 0.926 / 0.253 / 0.0416,
   teacher-64 0.0421 (teacher-4 0.259).
 
 - `scm` (8gaussians, 600 steps at batch 256: 0.189 at seeds 0 and 1 against teacher-1 1.383
