@@ -25,7 +25,7 @@ from distill.report.compare import format_metric, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
-           "flow-map", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
+           "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
            "twinflow", "multi-student", "dmd-decoupled")
 # configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
 # classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
