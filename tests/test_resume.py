@@ -49,7 +49,8 @@ def tiny_teacher(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("method", ["teacher", "progressive"])
+# the teacher case (same checkpoint machinery, no teacher to reload) runs under `make test-all`
+@pytest.mark.parametrize("method", [pytest.param("teacher", marks=pytest.mark.slow), "progressive"])
 def test_sigkill_then_resume_is_bit_exact(method, tmp_path: Path, tiny_teacher: Path):
     config = (tiny_teacher_yaml(tmp_path / "t.yaml") if method == "teacher"
               else progressive_yaml(tmp_path, tiny_teacher))
