@@ -94,3 +94,27 @@ def bench_run(cfg: Any, run_dir: Path) -> tuple[dict, str]:
 
 def _seconds_cell(seconds: float, resumed: bool) -> str:
     return f"≥ {seconds:.0f}" if resumed else f"{seconds:.0f}"
+
+
+LM_HEADER = ("| student | held-out perplexity | KL(teacher ‖ student) / token | top-1 agreement % | run s |\n"
+             "|---|---|---|---|---|")
+
+
+def lm_student_row(label: str, runs: list[tuple[Any, Path]]) -> tuple[str, dict]:
+    """Train and score each (LM config, run dir) afresh (one per seed); the table row
+    'label | perplexity | KL | top-1 % | run s' as mean ± std over them, and the teacher's row."""
+    from distill.runner import run
+
+    found, teacher = [], {}
+    for cfg, run_dir in runs:
+        start = time.perf_counter()
+        rows = {r["model"]: r for r in run(cfg, run_dir, force=True).rows}
+        teacher = rows["teacher"]
+        found.append({**rows["student"], "seconds": time.perf_counter() - start})
+        print(label, run_dir.name, {k: found[-1][k] for k in ("perplexity", "kl_to_teacher", "top1_agreement")},
+              flush=True)
+    row = (f"| {label} | {mean_std([r['perplexity'] for r in found])} | "
+           f"{mean_std([r['kl_to_teacher'] for r in found], digits=3)} | "
+           f"{mean_std([r['top1_agreement'] for r in found], 100)} | "
+           f"{mean_std([r['seconds'] for r in found], digits=0)} |")
+    return row, teacher

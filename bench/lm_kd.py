@@ -30,13 +30,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import REPO, machine, mean_std, write_block
+from common import LM_HEADER, REPO, lm_student_row, machine, write_block
 
 from distill.config import load_config
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
 from distill.lm.methods import LMMethodConfig
 from distill.lm.targets import DenseTargets, token_divergence
-from distill.runner import run
 
 BEGIN, END = "<!-- lm:begin -->", "<!-- lm:end -->"
 SIGNALS_BEGIN, SIGNALS_END = "<!-- lm-signals:begin -->", "<!-- lm-signals:end -->"  # right below the lm block
@@ -104,24 +103,13 @@ def signal_table(out: Path, seeds: list[int]) -> str:
     cache = f"method.cache_dir={out / 'teacher-cache'}"  # built once at k = 128; its prefixes serve 32, 8
     variants += [(f"lm-kd, cached top-{k} + tail bucket", "lm-kd", ["method.signal=cache", f"method.top_k={k}", cache])
                  for k in (128, 32, 8)]
-    lines = ["| student | held-out perplexity | KL(teacher ‖ student) / token | top-1 agreement % | run s |",
-             "|---|---|---|---|---|"]
-    teacher_row = None
+    lines, teacher_row = [LM_HEADER], {}
     for label, recipe, overrides in variants:
-        found = []
-        for seed in seeds:
-            start = time.perf_counter()
-            tag = "-".join([recipe, *(o.split("=")[1] for o in overrides[:2]), f"seed{seed}"])
-            cfg = load_config(CONFIGS / f"{recipe}-smollm2.yaml", [*TRAIN, *overrides, f"train.seed={seed}"])
-            rows = {r["model"]: r for r in run(cfg, out / tag, force=True).rows}
-            teacher_row = rows["teacher"]
-            found.append({**rows["student"], "seconds": time.perf_counter() - start})
-            print(label, seed, {k: found[-1][k] for k in ("perplexity", "kl_to_teacher", "top1_agreement")},
-                  flush=True)
-        lines.append(f"| {label} | {mean_std([r['perplexity'] for r in found])} | "
-                     f"{mean_std([r['kl_to_teacher'] for r in found], digits=3)} | "
-                     f"{mean_std([r['top1_agreement'] for r in found], 100)} | "
-                     f"{mean_std([r['seconds'] for r in found], digits=0)} |")
+        tag = "-".join([recipe, *(o.split("=")[1] for o in overrides[:2])])
+        runs = [(load_config(CONFIGS / f"{recipe}-smollm2.yaml", [*TRAIN, *overrides, f"train.seed={seed}"]),
+                 out / f"{tag}-seed{seed}") for seed in seeds]
+        row, teacher_row = lm_student_row(label, runs)
+        lines.append(row)
     lines.insert(2, f"| teacher (SmolLM2-135M-Instruct, {teacher_row['parameters']:,} parameters) | "
                     f"{teacher_row['perplexity']:.1f} | — | — | — |")
     return "\n".join(lines)

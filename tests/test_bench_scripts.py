@@ -45,6 +45,28 @@ def test_every_step_distillation_method_with_a_toy_recipe_is_benchmarked():
     assert not missing, f"configs/toy2d has recipes for {sorted(missing)} but bench/step_distillation.py skips them"
 
 
+def test_every_step_distillation_method_with_a_digits_recipe_is_benchmarked():
+    """The digits twin of the toy check: a step-distillation recipe under configs/digits that
+    bench/digits.py skips never reaches the digits table."""
+    from distill.registry import METHODS
+    bench = importlib.import_module("digits")
+    shipped = {load_config(p).method.name for p in (REPO / "configs" / "digits").glob("*-digits.yaml")}
+    step = {m for m in shipped
+            if METHODS.get(m).__module__.startswith("distill.diffusion.methods.") and m != "teacher"}
+    missing = step - set(bench.METHODS)
+    assert not missing, f"configs/digits has recipes for {sorted(missing)} but bench/digits.py skips them"
+
+
+def test_the_seq_kd_bench_configs_validate_and_its_prompts_are_distinct(tmp_path):
+    bench = importlib.import_module("lm_seq_kd")
+    n = bench.write_prompts(tmp_path / "prompts.txt")
+    lines = (tmp_path / "prompts.txt").read_text().splitlines()
+    assert len(set(lines)) == n == len(lines) >= 64
+    for _, overrides in bench.STUDENTS:
+        cfg = load_config(bench.RECIPE, [f"data.path={tmp_path / 'g.jsonl'}", *overrides])
+        assert cfg.method.name in {"seq-kd", "lm-kd"}
+
+
 def test_a_benchmark_block_is_replaced_in_place_or_inserted_above_its_anchor(tmp_path, monkeypatch):
     common = importlib.import_module("common")
     monkeypatch.setattr(common, "REPO", tmp_path)
