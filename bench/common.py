@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{platform.machine()}, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}"
 
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
