@@ -101,6 +101,11 @@ LM_HEADER = ("| student | held-out perplexity | KL(teacher ‖ student) / token 
              "|---|---|---|---|---|")
 
 
+def lm_table(teacher_row: str, student_rows: list[str]) -> str:
+    """The LM student table: header, the teacher's row, then the students' rows."""
+    return "\n".join([LM_HEADER, teacher_row, *student_rows])
+
+
 def lm_student_row(label: str, runs: list[tuple[Any, Path]]) -> tuple[str, dict]:
     """Train and score each (LM config, run dir) afresh (one per seed); the table row
     'label | perplexity | KL | top-1 % | run s' as mean ± std over them, and the teacher's row."""

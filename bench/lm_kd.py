@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import LM_HEADER, REPO, lm_student_row, machine, write_block
+from common import REPO, lm_student_row, lm_table, machine, write_block
 
 from distill.config import load_config
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
@@ -103,16 +103,15 @@ def signal_table(out: Path, seeds: list[int]) -> str:
     cache = f"method.cache_dir={out / 'teacher-cache'}"  # built once at k = 128; its prefixes serve 32, 8
     variants += [(f"lm-kd, cached top-{k} + tail bucket", "lm-kd", ["method.signal=cache", f"method.top_k={k}", cache])
                  for k in (128, 32, 8)]
-    lines, teacher_row = [LM_HEADER], {}
+    lines, teacher_row = [], {}
     for label, recipe, overrides in variants:
         tag = "-".join([recipe, *(o.split("=")[1] for o in overrides[:2])])
         runs = [(load_config(CONFIGS / f"{recipe}-smollm2.yaml", [*TRAIN, *overrides, f"train.seed={seed}"]),
                  out / f"{tag}-seed{seed}") for seed in seeds]
         row, teacher_row = lm_student_row(label, runs)
         lines.append(row)
-    lines.insert(2, f"| teacher (SmolLM2-135M-Instruct, {teacher_row['parameters']:,} parameters) | "
-                    f"{teacher_row['perplexity']:.1f} | — | — | — |")
-    return "\n".join(lines)
+    return lm_table(f"| teacher (SmolLM2-135M-Instruct, {teacher_row['parameters']:,} parameters) | "
+                    f"{teacher_row['perplexity']:.1f} | — | — | — |", lines)
 
 
 def trl_step_table() -> str:

@@ -23,7 +23,7 @@ import time
 from itertools import product
 from pathlib import Path
 
-from common import LM_HEADER, REPO, lm_student_row, machine, write_block
+from common import REPO, lm_student_row, lm_table, machine, write_block
 
 from distill.config import load_config
 from distill.lm.runner import generate_for
@@ -57,7 +57,7 @@ def write_prompts(path: Path) -> int:
 
 def student_table(out: Path, generations: Path, seeds: list[int]) -> str:
     """One row per student (and the teacher's own perplexity of its text); mean ± std over seeds."""
-    lines, teacher_row = [LM_HEADER], {}
+    lines, teacher_row = [], {}
     for i, (label, overrides) in enumerate(STUDENTS):
         cache = [f"method.cache_dir={out / 'teacher-cache'}"] if "lm-kd" in overrides[0] else []
         runs = [(load_config(RECIPE, [f"data.path={generations}", "data.test_fraction=0.25", "train.progress=false",
@@ -65,8 +65,7 @@ def student_table(out: Path, generations: Path, seeds: list[int]) -> str:
                  out / f"student{i}-seed{seed}") for seed in seeds]
         row, teacher_row = lm_student_row(label, runs)
         lines.append(row)
-    lines.insert(2, f"| teacher (its own text) | {teacher_row['perplexity']:.1f} | — | — | — |")
-    return "\n".join(lines)
+    return lm_table(f"| teacher (its own text) | {teacher_row['perplexity']:.1f} | — | — | — |", lines)
 
 
 def main() -> None:

@@ -67,6 +67,13 @@ def test_the_seq_kd_bench_configs_validate_and_its_prompts_are_distinct(tmp_path
         assert cfg.method.name in {"seq-kd", "lm-kd"}
 
 
+def test_the_lm_tables_put_the_teacher_right_below_the_header():
+    common = importlib.import_module("common")
+    lines = common.lm_table("| teacher | 7.0 | — | — | — |", ["| a | 1 | 2 | 3 | 4 |", "| b | 1 | 2 | 3 | 4 |"]).splitlines()
+    assert lines[0].startswith("| student |") and lines[1].startswith("|---")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["teacher", "a", "b"]
+
+
 def test_a_benchmark_block_is_replaced_in_place_or_inserted_above_its_anchor(tmp_path, monkeypatch):
     common = importlib.import_module("common")
     monkeypatch.setattr(common, "REPO", tmp_path)
