@@ -38,6 +38,8 @@ class ContinuousConsistencyConfig(MethodConfig):
     adaptive_weighting: bool = Field(True, description=(
         "learn the loss weight w(θ) as sCM does (e^w / D ‖·‖² - w); false: a plain mean"))
     guidance: float = Field(1.0, ge=0, description="CFG scale of the teacher's velocity (1: none)")
+    prior_weighting: bool = Field(False, description=(
+        "multiply each row's squared error by 1 / (σ_d tan θ), as SANA-Sprint's and TBCM's code do"))
     pairs: Literal["data", "trajectory"] = Field("data", description=(
         "data: noised training data (sCD); trajectory: states on the teacher's own ODE paths from "
         "prior noise, never reading the dataset (TBCM)"))
@@ -205,6 +207,8 @@ class ContinuousConsistencyDistillation(Method):
         g = normalised(self.tangent_target(x_hat, theta, labels, velocity.detach(), ramp), cfg.normalisation)
         f_theta = velocity / cfg.sigma_data
         error = (f_theta - f_theta.detach() - g).pow(2).flatten(1).mean(1)
+        if cfg.prior_weighting:
+            error = error / (cfg.sigma_data * torch.tan(theta))
         if not cfg.adaptive_weighting:
             return {"scm": error.mean()}
         w = self.weighting(theta)
