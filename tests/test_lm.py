@@ -19,7 +19,7 @@ from distill.errors import CheckpointError, ConfigError, DataError, ModelMismatc
 from distill.kd.losses import DIVERGENCES
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
 from distill.lm.chunked import chunked_vocab_loss, naive_vocab_loss
-from distill.lm.loading import check_gguf, check_same_vocabulary
+from distill.lm.loading import check_gguf, check_same_vocabulary, converted_gguf_dir, smollm2_gguf
 from distill.lm.methods import LMKD, LMCrossEntropy
 from distill.lm.targets import DenseTargets, SparseTargets, token_divergence
 from distill.train.batches import split_batch
@@ -339,6 +339,18 @@ def test_gguf_check_refuses_other_files(tmp_path: Path):
         check_gguf(fake)
     with pytest.raises(ConfigError, match="does not exist"):
         check_gguf(tmp_path / "missing.gguf")
+
+
+def test_a_truncated_gguf_names_the_file_and_caches_nothing(tmp_path: Path, monkeypatch):
+    """The real SmolLM2 GGUF cut in half: its header reads, its tensors do not (~5 s)."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    source = smollm2_gguf()
+    cut = tmp_path / source.name
+    with open(source, "rb") as full, open(cut, "wb") as half:
+        half.write(full.read(source.stat().st_size // 2))
+    with pytest.raises(CheckpointError, match=f"{cut}.*may be truncated: download or copy it again"):
+        converted_gguf_dir(cut)
+    assert not list((tmp_path / "cache").rglob("config.json")), "a half conversion was cached"
 
 
 def test_tied_weights_checkpoint_round_trip(tmp_path: Path):
