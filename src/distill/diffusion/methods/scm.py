@@ -99,12 +99,13 @@ class ContinuousConsistencyDistillation(Method):
     `pairs: trajectory` is TBCM's data-free variant: x̂ is the teacher's own ODE state at θ,
     reached by `trajectory_steps` Heun steps from prior noise, and the dataset is never read.
 
-    Implemented: the objective above with JVP or finite-difference tangents, tangent
-    warmup and normalisation, adaptive weighting, the log-normal time proposal, the optional
-    prior weight 1 / (σ_d tan θ) of SANA-Sprint's and TBCM's code, CFG on the teacher's velocity, flow and TrigFlow teachers, trajectory-sampled pairs. Not
-    implemented: SANA-Sprint's LADD adversarial term and its dense time embedding, sCM's
-    architecture changes (positional time embedding, adaptive double normalisation, pixel
-    norm), JVP-friendly flash attention, and TBCM's sampling-strategy study.
+    Implemented: the objective above with JVP or finite-difference tangents, tangent warmup
+    and normalisation, adaptive weighting, the log-normal time proposal, the optional prior
+    weight 1 / (σ_d tan θ) of SANA-Sprint's and TBCM's code, CFG on the teacher's velocity,
+    flow and TrigFlow teachers, trajectory-sampled pairs. Not implemented: SANA-Sprint's
+    LADD adversarial term and its dense time embedding, sCM's architecture changes
+    (positional time embedding, adaptive double normalisation, pixel norm), JVP-friendly
+    flash attention, and TBCM's sampling-strategy study.
     """
 
     Config = ContinuousConsistencyConfig
