@@ -24,7 +24,7 @@ demo: $(STAMP)
 # models here are overhead-bound (the 397-test suite on 2 cores: 12.7 min, vs 14.7 min in one process).
 # --no-loadscope-reorder keeps conftest's heaviest-files-first order (xdist would otherwise
 # hand out files with many tests first and leave the long gate files for the end).
-# `make test` (what CI runs: 13:30 on 2 cores, 2026-12-03; 15:03 with 621 tests on a slower day; 622 tests 13:13 and 15:21 in one later session) leaves out the `slow` tests (gates of minutes
+# `make test` (what CI runs: 13:30 on 2 cores, 2026-12-03; 15:03 with 621 tests on a slower day; 622 tests 13:13 and 15:21 in one later session; 625 tests 3:39 on an AVX-512 machine) leaves out the `slow` tests (gates of minutes
 # each: the digits images, the checkerboard twins of the toy gates, the costliest recipes);
 # `make test-all` runs everything (37:53 on 2026-12-02, before ~25 worker-minutes of recipe-length
 # slow gates were added).
