@@ -30,7 +30,7 @@ from distill.runner import run
 CONFIGS = REPO / "configs" / "digits"
 # every step-distillation recipe under configs/digits, in the order of the README's table
 # (tests/test_bench_scripts.py checks each has its configs/digits/<method>-digits.yaml)
-METHODS = ("progressive", "ode-pairs", "reflow", "instaflow", "cd", "mcd", "tscd", "scm", "meanflow", "flow-map", "mdt", "boot", "dmd2")
+METHODS = ("progressive", "ode-pairs", "reflow", "instaflow", "slimflow", "cd", "mcd", "tscd", "scm", "meanflow", "flow-map", "mdt", "boot", "dmd2")
 BEGIN, END = "<!-- digits:begin -->", "<!-- digits:end -->"
 COLUMNS = ("fid", "precision", "recall", "class_accuracy")
 

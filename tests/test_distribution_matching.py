@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
@@ -18,6 +19,7 @@ from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.distribution_matching import (
     DMD,
     DMD2,
+    DiscriminatorHead,
     SiD,
     default_feature_path,
     distribution_matching_loss,
@@ -144,10 +146,32 @@ def test_gan_head_on_a_class_conditional_unet_hooks_its_mid_block():
     data = ArrayData("digits", train=torch.randn(32, 1, 8, 8), test=torch.randn(8, 1, 8, 8),
                      train_labels=torch.arange(32) % 10, test_labels=torch.arange(8), num_classes=10)
     method = DMD2(DMD2.Config(gan_weight=0.01), student, teacher, data)
+    assert method.head.spatial  # the mid block's (B, 16, 4, 4) maps go through the conv head
     batch = {"x": data.train[:8], "y": data.train_labels[:8]}
     assert set(method(batch, "fake_score", 0)) == {"fake_denoising", "discriminator"}
     losses = method(batch, "student", 4)
     assert set(losses) == {"distribution_matching", "gan"} and losses["gan"].requires_grad
+
+
+def test_spatial_discriminator_head_separates_maps_with_equal_channel_means():
+    """Real and fake feature maps that differ only in where the signal sits (same per-channel
+    means) are separated by the conv head; a head that pooled the maps first could not."""
+    torch.manual_seed(0)
+    left = torch.zeros(64, 8, 4, 4)
+    left[:, :, :, :2], left[:, :, :, 2:] = 1.0, -1.0
+    maps = torch.cat([left, left.flip(-1)]) + 0.3 * torch.randn(128, 8, 4, 4)
+    is_real = torch.cat([torch.ones(64), torch.zeros(64)])
+    assert torch.allclose(maps[:64].mean((0, 2, 3)), maps[64:].mean((0, 2, 3)), atol=0.1)
+    head = DiscriminatorHead(8, spatial=True)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = F.binary_cross_entropy_with_logits(head(maps), is_real)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert ((head(maps) > 0).float() == is_real).float().mean() > 0.95
+    with pytest.raises(ValueError, match=r"built for \(B, C, H, W\) features, got shape \(4, 8\)"):
+        head(torch.randn(4, 8))
 
 
 def test_options_are_validated():

@@ -5,6 +5,7 @@ samples (`dmd`, `dmd2`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -108,16 +109,32 @@ def default_feature_path(net: nn.Module) -> str:
 
 
 class DiscriminatorHead(nn.Module):
-    """A small classifier on fake-score features (B, C, ...) -> logits (B,); spatial features
-    are averaged first. DMD2 (Sec. 4.3) puts such a head on the fake score's bottleneck."""
+    """A small classifier on fake-score features -> logits (B,). DMD2 (Sec. 4.3) puts such a
+    head on the fake score's bottleneck: for feature maps (B, C, H, W) two 3x3 convolutions
+    (GroupNorm, SiLU; the second strided) see the spatial layout before the average pool and a
+    linear logit, as in the paper's code; vectors (B, C) (or sequences (B, C, L), averaged over
+    L) go through a two-layer MLP. (A head
+    that pooled the maps first stayed at chance on digits: its loss never left 2 ln 2.)"""
 
-    def __init__(self, channels: int, hidden: int = 128) -> None:
+    def __init__(self, channels: int, spatial: bool, hidden: int = 128) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.spatial = spatial
+        if spatial:
+            groups = math.gcd(channels, 32)
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(groups, channels), nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GroupNorm(groups, channels), nn.SiLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
+        else:
+            self.body = nn.Sequential(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
     def forward(self, features: Tensor) -> Tensor:
-        pooled = features.flatten(2).mean(2) if features.ndim > 2 else features
-        return self.mlp(pooled).squeeze(1)
+        if self.spatial != (features.ndim == 4):
+            raise ValueError(f"the discriminator head was built for {'(B, C, H, W)' if self.spatial else '(B, C, ...)'} "
+                             f"features, got shape {tuple(features.shape)}")
+        if not self.spatial and features.ndim > 2:  # (B, C, L): a sequence is averaged
+            features = features.flatten(2).mean(2)
+        return self.body(features).squeeze(1)
 
 
 @METHODS.register("dmd2", summary="DMD2: distribution matching with two time-scale fake-score updates, optional GAN head, backward simulation",
@@ -165,7 +182,8 @@ class DMD2(Method):
             with torch.no_grad():
                 probe = torch.zeros(2, *self.shape)
                 self.fake(probe, torch.full((2,), 0.5), self.labels_for(2))
-            self.head = DiscriminatorHead(self.taps[path].shape[1])
+            probed = self.taps[path]
+            self.head = DiscriminatorHead(probed.shape[1], spatial=probed.ndim == 4)
 
     @property
     def uses_discriminator(self) -> bool:
