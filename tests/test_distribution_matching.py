@@ -23,6 +23,7 @@ from distill.diffusion.methods.distribution_matching import (
     SiD,
     default_feature_path,
     distribution_matching_loss,
+    norm_groups,
     score_identity_loss,
 )
 from distill.errors import ConfigError
@@ -170,8 +171,21 @@ def test_spatial_discriminator_head_separates_maps_with_equal_channel_means():
         loss.backward()
         optimizer.step()
     assert ((head(maps) > 0).float() == is_real).float().mean() > 0.95
-    with pytest.raises(ValueError, match=r"built for \(B, C, H, W\) features, got shape \(4, 8\)"):
+    with pytest.raises(ValueError, match=r"built for \(B, C, H, W\) feature maps, got shape \(4, 8\)"):
         head(torch.randn(4, 8))
+
+
+def test_discriminator_head_never_normalises_single_values_and_reads_tokens():
+    """Small bottlenecks (2x2 maps, strided to 1x1) keep >= 4 channels per GroupNorm group, so
+    the logit still depends on the input (one channel per group would output the bias alone);
+    token sequences (B, L, C) are averaged over their L tokens."""
+    assert [norm_groups(c) for c in (4, 16, 32, 64, 256, 1280, 6)] == [1, 4, 8, 16, 32, 32, 1]
+    head = DiscriminatorHead(32, spatial=True)
+    assert head(torch.randn(16, 32, 2, 2)).std() > 1e-3
+    tokens = torch.randn(4, 10, 24)
+    assert DiscriminatorHead.feature_channels(tokens) == 24
+    head = DiscriminatorHead(24, spatial=False)
+    assert torch.allclose(head(tokens), head(tokens.mean(1)))
 
 
 def test_options_are_validated():

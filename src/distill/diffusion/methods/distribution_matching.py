@@ -5,7 +5,6 @@ samples (`dmd`, `dmd2`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -108,33 +107,49 @@ def default_feature_path(net: nn.Module) -> str:
                       f"mid_block, no MLP layer stack); name one of its module paths: {names}")
 
 
+def norm_groups(channels: int, min_per_group: int = 4, max_groups: int = 32) -> int:
+    """The most GroupNorm groups (<= max_groups) that divide `channels` with at least
+    `min_per_group` channels each, so a group never normalises a single value to zero."""
+    fits = [g for g in range(1, max_groups + 1) if channels % g == 0 and channels // g >= min_per_group]
+    return max(fits, default=1)
+
+
 class DiscriminatorHead(nn.Module):
     """A small classifier on fake-score features -> logits (B,). DMD2 (Sec. 4.3) puts such a
-    head on the fake score's bottleneck: for feature maps (B, C, H, W) two 3x3 convolutions
-    (GroupNorm, SiLU; the second strided) see the spatial layout before the average pool and a
-    linear logit, as in the paper's code; vectors (B, C) (or sequences (B, C, L), averaged over
-    L) go through a two-layer MLP. (A head
-    that pooled the maps first stayed at chance on digits: its loss never left 2 ln 2.)"""
+    head on the fake score's bottleneck, and its code convolves the bottleneck maps (strided
+    convolutions, GroupNorm, SiLU) before reducing them to a logit; here, for feature maps
+    (B, C, H, W): two 3x3 convolutions (GroupNorm, SiLU; the second with stride 2), an average
+    pool and a linear logit. Vectors (B, C) and token sequences (B, L, C) (averaged over the
+    L tokens) go through a two-layer MLP. (A head that pooled the maps first stayed at chance
+    on digits: its loss never left 2 ln 2.)"""
 
     def __init__(self, channels: int, spatial: bool, hidden: int = 128) -> None:
         super().__init__()
         self.spatial = spatial
         if spatial:
-            groups = math.gcd(channels, 32)
-            self.body = nn.Sequential(
+            groups = norm_groups(channels)
+            self.conv = nn.Sequential(
                 nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(groups, channels), nn.SiLU(),
                 nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GroupNorm(groups, channels), nn.SiLU(),
                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
         else:
-            self.body = nn.Sequential(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+            self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    @staticmethod
+    def feature_channels(features: Tensor) -> int:
+        """C of maps (B, C, H, W) and vectors (B, C); of token sequences (B, L, C), the last."""
+        return features.shape[-1] if features.ndim == 3 else features.shape[1]
 
     def forward(self, features: Tensor) -> Tensor:
-        if self.spatial != (features.ndim == 4):
-            raise ValueError(f"the discriminator head was built for {'(B, C, H, W)' if self.spatial else '(B, C, ...)'} "
-                             f"features, got shape {tuple(features.shape)}")
-        if not self.spatial and features.ndim > 2:  # (B, C, L): a sequence is averaged
-            features = features.flatten(2).mean(2)
-        return self.body(features).squeeze(1)
+        if self.spatial:
+            if features.ndim != 4:
+                raise ValueError(f"the discriminator head was built for (B, C, H, W) feature maps, "
+                                 f"got shape {tuple(features.shape)}")
+            return self.conv(features).squeeze(1)
+        if features.ndim not in (2, 3):
+            raise ValueError(f"the discriminator head was built for (B, C) or (B, L, C) features, "
+                             f"got shape {tuple(features.shape)}")
+        return self.mlp(features.mean(1) if features.ndim == 3 else features).squeeze(1)
 
 
 @METHODS.register("dmd2", summary="DMD2: distribution matching with two time-scale fake-score updates, optional GAN head, backward simulation",
@@ -183,7 +198,7 @@ class DMD2(Method):
                 probe = torch.zeros(2, *self.shape)
                 self.fake(probe, torch.full((2,), 0.5), self.labels_for(2))
             probed = self.taps[path]
-            self.head = DiscriminatorHead(probed.shape[1], spatial=probed.ndim == 4)
+            self.head = DiscriminatorHead(DiscriminatorHead.feature_channels(probed), spatial=probed.ndim == 4)
 
     @property
     def uses_discriminator(self) -> bool:
