@@ -49,13 +49,15 @@ def train_teacher(out: Path) -> tuple[Path, str]:
 
 
 def reuse_teacher(run_dir: Path) -> tuple[Path, str]:
-    """An already trained run of the teacher recipe (its config must be the recipe's)."""
+    """An already trained run of the teacher recipe (its config must be the recipe's, up to the
+    evaluation settings, which do not change the weights)."""
     recipe = load_config(CONFIGS / "teacher-digits.yaml", ["train.progress=false"])
     found = run_dir / "config.yaml"
     if not (run_dir / "student").is_dir() or not found.is_file():
         raise SystemExit(f"--teacher {run_dir}: not a finished run (no student/ or config.yaml); "
                          "train configs/digits/teacher-digits.yaml first, or drop --teacher")
-    if load_config(found, ["train.progress=false"]).model_dump() != recipe.model_dump():
+    trained = load_config(found, ["train.progress=false"]).model_dump(exclude={"eval"})
+    if trained != recipe.model_dump(exclude={"eval"}):
         raise SystemExit(f"--teacher {run_dir}: its config.yaml is not configs/digits/teacher-digits.yaml; "
                          "the benchmark's teacher must be the shipped recipe")
     return run_dir, f"was trained before this run ({run_dir}) and reused"
