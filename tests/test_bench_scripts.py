@@ -102,3 +102,19 @@ def test_a_finished_benchmark_run_is_read_back_not_rerun(tmp_path, monkeypatch):
     other = load_config(tmp_path / "teacher.yaml", ["train.lr=1e-3"])
     with pytest.raises(SystemExit, match="another config"):
         common.bench_run(other, tmp_path / "run")
+
+
+def test_the_digits_bench_reuses_a_teacher_run_that_differs_only_in_evaluation(tmp_path):
+    """`bench/digits.py --teacher RUN` takes a run of the teacher recipe evaluated with other
+    settings (they do not change the weights), and refuses one trained differently."""
+    from distill.config import dump_config
+
+    digits = importlib.import_module("digits")
+    recipe = REPO / "configs" / "digits" / "teacher-digits.yaml"
+    for name, overrides in (("eval-differs", ["eval.timing_repeats=0"]), ("train-differs", ["train.steps=10"])):
+        run_dir = tmp_path / name
+        (run_dir / "student").mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(dump_config(load_config(recipe, overrides)))
+    assert digits.reuse_teacher(tmp_path / "eval-differs")[0] == tmp_path / "eval-differs"
+    with pytest.raises(SystemExit, match="is not configs/digits/teacher-digits.yaml"):
+        digits.reuse_teacher(tmp_path / "train-differs")
