@@ -137,6 +137,17 @@ def test_gan_head_hooks_the_fake_score_and_a_wrong_path_lists_module_names():
     with pytest.raises(ConfigError, match="no feature hook point.*lin"):
         DMD2(DMD2.Config(gan_weight=0.1), Denoiser(Bare()), Denoiser(Bare()), data)
 
+    class Unflatten(Bare):  # its `lift` module outputs (B, 2, 1, 1, 1)
+        def __init__(self) -> None:
+            super().__init__()
+            self.lift = nn.Unflatten(1, (2, 1, 1, 1))
+
+        def forward(self, x, t, labels=None):
+            return self.lift(self.lin(x)).flatten(1)
+
+    with pytest.raises(ConfigError, match=r"gan_feature 'lift' outputs shape \(2, 2, 1, 1, 1\)"):
+        DMD2(DMD2.Config(gan_weight=0.1, gan_feature="lift"), Denoiser(Unflatten()), Denoiser(Unflatten()), data)
+
 
 def test_gan_head_on_a_class_conditional_unet_hooks_its_mid_block():
     """`gan_feature: auto` finds the diffusers UNet's mid block inside the DiffusersNet wrapper,

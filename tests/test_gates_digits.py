@@ -102,10 +102,11 @@ def test_reflow_one_step_student_on_straighter_paths(root):
     assert straightness["student"] <= straightness["teacher"] / 3, straightness
 
 
-@pytest.mark.parametrize("method", ["mdt", "boot"])
+@pytest.mark.parametrize("method", ["mdt", "boot", "slimflow"])
 def test_one_step_student_meets_the_digits_bounds(method, root):
     """Issue 4's digits gate at one step: >= 3x better than the teacher's one step and within
-    2x of its 50 steps, with the requested digits (boot never reads a training image)."""
+    2x of its 50 steps, with the requested digits (boot never reads a training image; slimflow's
+    student starts from random weights)."""
     rows = distilled(method, root)["rows"]
     student, teacher1, teacher50 = rows["student", 1], rows["teacher", 1], rows["teacher", 50]
     print(f"{method} 1-step FID {student['fid']:.2f} vs teacher {teacher1['fid']:.1f} / {teacher50['fid']:.2f} at 1 / 50")
@@ -114,22 +115,14 @@ def test_one_step_student_meets_the_digits_bounds(method, root):
     assert student["class_accuracy"] >= 0.85, student
 
 
-def test_slimflow_quarter_size_student_meets_the_digits_bounds(root):
-    """SlimFlow's gate on digits: a student with <= 1/3 of the teacher's parameters, trained
-    from random weights, >= 3x better than the teacher's one step and within 2x of its 50."""
+def test_slimflow_student_has_at_most_a_third_of_the_teachers_parameters(root):
     from distill.diffusion.export import load_denoiser
 
     run = distilled("slimflow", root)
-    student_net, _ = load_denoiser(Path(root) / "slimflow" / "student")
-    teacher_net, _ = run["cfg"].teacher.load()
+    student, _ = load_denoiser(Path(root) / "slimflow" / "student")
+    teacher, _ = run["cfg"].teacher.load()
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
-    assert count(student_net) <= count(teacher_net) / 3, (count(student_net), count(teacher_net))
-    rows = run["rows"]
-    student, teacher1, teacher50 = rows["student", 1], rows["teacher", 1], rows["teacher", 50]
-    print(f"slimflow 1-step FID {student['fid']:.2f} vs teacher {teacher1['fid']:.1f} / {teacher50['fid']:.2f}")
-    assert student["fid"] <= teacher1["fid"] / 3, (student["fid"], teacher1["fid"])
-    assert student["fid"] <= 2 * teacher50["fid"], (student["fid"], teacher50["fid"])
-    assert student["class_accuracy"] >= 0.85, student
+    assert count(student) <= count(teacher) / 3, (count(student), count(teacher))
 
 
 def test_dpm_solver_beats_euler_on_the_digits_teacher(root):

@@ -198,6 +198,9 @@ class DMD2(Method):
                 probe = torch.zeros(2, *self.shape)
                 self.fake(probe, torch.full((2,), 0.5), self.labels_for(2))
             probed = self.taps[path]
+            if probed.ndim not in (2, 3, 4):
+                raise ConfigError(f"method.gan_feature {path!r} outputs shape {tuple(probed.shape)}; the "
+                                  "discriminator head reads (B, C), (B, L, C) or (B, C, H, W): name another module")
             self.head = DiscriminatorHead(DiscriminatorHead.feature_channels(probed), spatial=probed.ndim == 4)
 
     @property
