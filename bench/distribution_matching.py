@@ -11,16 +11,13 @@ command beside it. Every row is a shipped recipe, changed only by the overrides 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from common import REPO, machine, write_block
+from common import REPO, bench_run, machine, write_block
 
 from distill.config import load_config
 from distill.report.compare import format_metric
-from distill.runner import run
 
 BEGIN, END = "<!-- distribution-matching:begin -->", "<!-- distribution-matching:end -->"
 
@@ -53,16 +50,14 @@ def bench(datasets: list[str], out: Path) -> str:
         for i, (label, method, overrides) in enumerate(variants(dataset)):
             cfg = load_config(REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml",
                               ["train.progress=false", "eval.nfe=[1,64]", "eval.timing_repeats=0", *overrides])
-            start = time.perf_counter()
-            result = run(cfg, out / f"{dataset}-{i}-{method}", force=True)
-            seconds = time.perf_counter() - start
-            rows = {(r["model"], r["nfe"]): r for r in json.loads((result.run_dir / "eval.json").read_text())["rows"]}
+            eval_data, seconds = bench_run(cfg, out / f"{dataset}-{i}-{method}")
+            rows = {(r["model"], r["nfe"]): r for r in eval_data["rows"]}
             student, teacher64, teacher1 = rows["student", 1], rows["teacher", 64], rows["teacher", 1]
             mode = student.get("min_mode_fraction")
             shown = " ".join(f"`{o}`" for o in overrides)
             lines.append(f"| {dataset} | {label} {shown} | {generator_updates(cfg)} | {format_metric(student['swd'])} | "
                          f"{student['swd'] / teacher64['swd']:.2f} | {format_metric(teacher1['swd'])} | "
-                         f"{'—' if mode is None else f'{mode:.3f}'} | {seconds:.0f} |")
+                         f"{'—' if mode is None else f'{mode:.3f}'} | {seconds} |")
             print(lines[-1], flush=True)
     return "\n".join(lines)
 
