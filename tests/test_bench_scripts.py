@@ -45,6 +45,19 @@ def test_every_step_distillation_method_with_a_toy_recipe_is_benchmarked():
     assert not missing, f"configs/toy2d has recipes for {sorted(missing)} but bench/step_distillation.py skips them"
 
 
+def test_every_distribution_matching_bench_row_validates():
+    """Each row of bench/distribution_matching.py (a recipe plus its overrides) loads, and the
+    GAN toggle row really differs from the recipe's row."""
+    bench = importlib.import_module("distribution_matching")
+    for dataset in ("8gaussians", "checkerboard"):
+        rows = bench.variants(dataset)
+        cfgs = [load_config(REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml", overrides)
+                for _, method, overrides in rows]
+        assert len({label for label, _, _ in rows}) == len(rows), rows
+        assert (cfgs[1].method.gan_weight > 0) != (cfgs[2].method.gan_weight > 0), dataset
+        assert bench.generator_updates(cfgs[3]) == bench.generator_updates(cfgs[1]), dataset
+
+
 def test_every_step_distillation_method_with_a_digits_recipe_is_benchmarked():
     """The digits twin of the toy check: a step-distillation recipe under configs/digits that
     bench/digits.py skips never reaches the digits table."""
