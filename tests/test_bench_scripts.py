@@ -46,8 +46,9 @@ def test_every_step_distillation_method_with_a_toy_recipe_is_benchmarked():
 
 
 def test_every_distribution_matching_bench_row_validates():
-    """Each row of bench/distribution_matching.py (a recipe plus its overrides) loads, and the
-    GAN toggle row really differs from the recipe's row."""
+    """Each row of bench/distribution_matching.py (a recipe plus its overrides) loads, the GAN
+    toggle row differs from the recipe's row in its GAN, and the k = 1 row makes as many
+    generator updates as the recipe."""
     bench = importlib.import_module("distribution_matching")
     for dataset in ("8gaussians", "checkerboard"):
         rows = bench.variants(dataset)
