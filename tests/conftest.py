@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 HEAVY_FILES = (
     "test_gates_toy2d.py",  # 640 s with its checkerboard twins (8gaussians only: ~300 s)
     "test_gates_digits.py",  # 550 s, trains the digits teacher (slow)
-    "test_gates_digits_dmd2.py",  # 175 s on the cached digits teacher (slow)
+    "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
     "test_gates_lm.py",  # 200 s, SmolLM2; no toy teacher
     "test_gates_kd_teachers.py",  # 400 s (self-distill only: ~30 s + the mnist1d teacher)
     "test_gates_distribution_matching.py",  # 575 s (dmd2 only: ~100 s)
