@@ -165,6 +165,18 @@ def test_gan_head_on_a_class_conditional_unet_hooks_its_mid_block():
     assert set(losses) == {"distribution_matching", "gan"} and losses["gan"].requires_grad
 
 
+def test_labels_drawn_for_an_unlabelled_batch_follow_the_batch_device():
+    """A conditional student fed rows without labels gets random labels on the rows' device
+    (a CPU draw would not mix with a CUDA batch); a labelled batch's labels are used as given."""
+    teacher, student = (Denoiser(TimeMLP((2,), hidden=16, depth=2, time_dim=8, num_classes=3), num_classes=3)
+                        for _ in range(2))
+    method = DMD2(DMD2.Config(), student, teacher, toy_data())
+    drawn = method.labels_for(5, {"x": torch.zeros(5, 2)}, torch.device("meta"))
+    assert drawn.device.type == "meta" and drawn.shape == (5,)
+    given = torch.tensor([2, 0, 1])
+    assert torch.equal(method.labels_for(3, {"x": torch.zeros(3, 2), "y": given}), given)
+
+
 def test_spatial_discriminator_head_separates_maps_with_equal_channel_means():
     """Real and fake feature maps that differ only in where the signal sits (same per-channel
     means) are separated by the conv head; a head that pooled the maps first could not."""

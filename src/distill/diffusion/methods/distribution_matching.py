@@ -213,13 +213,15 @@ class DMD2(Method):
         shared = {t.data_ptr() for t in self.teacher.state_dict().values()}
         return {k: v for k, v in super().checkpoint_state().items() if v.data_ptr() not in shared}
 
-    def labels_for(self, n: int, batch: dict[str, Tensor] | None = None) -> Tensor | None:
-        """Class labels to generate with: the batch's, or random ones (conditional students only)."""
+    def labels_for(self, n: int, batch: dict[str, Tensor] | None = None,
+                   device: torch.device | None = None) -> Tensor | None:
+        """Class labels to generate with: the batch's, or random ones on `device` (conditional
+        students only)."""
         if not self.student.conditional:
             return None
         if batch is not None and "y" in batch:
             return batch["y"][:n]
-        return torch.randint(0, self.student.num_classes, (n,))
+        return torch.randint(0, self.student.num_classes, (n,), device=device)
 
     def param_groups(self) -> list[ParamGroup]:
         fake = [p for p in self.fake.parameters() if p.requires_grad]
@@ -262,7 +264,7 @@ class DMD2(Method):
     def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
         rows = next(iter(batch.values()))
         n, device = len(rows), rows.device
-        labels = self.labels_for(n, batch)
+        labels = self.labels_for(n, batch, device)
         if group == "fake_score":
             return self.fake_score_losses(batch, n, labels, device)
         return self.generator_losses(batch, n, labels, device)
