@@ -11,10 +11,11 @@ shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
   0.172 / 0.0759); checkerboard (`slow`, 1000 steps, seed 0) 0.926 / 0.253 / 0.0416,
   teacher-64 0.0421 (teacher-4 0.259).
 
-- `scm` (8gaussians, 600 steps at batch 256: 0.189 at seeds 0 and 1 against teacher-1 1.383
-  and teacher-2 0.448): the 1-step student is at least 3x better than the teacher at 1 step and
-  better than the teacher at 2 steps. The issue's 1.5x-of-teacher-64 bound is not met (recipe:
-  1.96-2.03x; docs/methods.md#scm), so it is not asserted.
+- `scm` (the recipes start from a teacher with sCM's gentle time embedding, `time_scale: 1`):
+  8gaussians at 600 steps and batch 256 scored 1-step SWD 0.1047 / 0.1050 at seeds 0 / 1
+  (1.22x / 1.23x teacher-64 0.0856); checkerboard (`slow`, the recipe's 1500 steps at batch 512)
+  0.0573 / 0.0597 (1.33x / 1.38x teacher-64 0.0432; 1000 steps at batch 256 gave 1.56x).
+  With the DDPM-style embedding (1000 rad per unit time) the floor was 2x (docs/methods.md#scm).
 
 - `tscd` (`slow`: the recipes at full length, 2000 steps at batch 512, ~2 min each on one
   thread): the 1-step student after the 2 -> 1 segment schedule meets `cd`'s bounds. Measured:
@@ -70,11 +71,11 @@ def test_one_multistep_model_gets_better_from_one_to_two_to_four_steps(dataset, 
     assert swd[4] <= 1.5 * rows["teacher", 64]["swd"], (swd[4], rows["teacher", 64]["swd"])
 
 
-def test_continuous_time_consistency_one_step_student(root):
-    rows = distilled("scm", "8gaussians", root)["rows"]
-    student, teacher1, teacher2 = rows["student", 1], rows["teacher", 1], rows["teacher", 2]
-    assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
-    assert student["swd"] < teacher2["swd"], (student["swd"], teacher2["swd"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_continuous_time_consistency_one_step_student(dataset, root):
+    """sCM's 1-step student meets the issue's bounds (3x better than teacher-1, within 1.5x of
+    teacher-64, every 8gaussians mode held); checkerboard runs at the recipe's length (`slow`)."""
+    check_student(distilled("scm", dataset, root, recipe_length=dataset != "8gaussians")["rows"], 1, dataset)
 
 
 @pytest.mark.slow

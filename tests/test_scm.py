@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,9 +17,9 @@ from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.scm import ContinuousConsistencyDistillation as SCM
 from distill.diffusion.trigflow import from_schedule, theta_of_time, to_schedule, trig_velocity
-from distill.errors import ConfigError
-from distill.models.mlp import TimeMLP
-from distill.runner import run
+from distill.errors import ConfigError, ModelMismatchError
+from distill.models.mlp import MLPConfig, TimeMLP
+from distill.runner import build_student, run
 
 SCALE = 1.7  # the data is N(0, SCALE² I)
 
@@ -181,6 +182,33 @@ def test_trajectory_pairs_never_read_the_data_and_land_on_the_teachers_path():
     torch.testing.assert_close(states, expected, atol=1e-3, rtol=1e-3)
     torch.manual_seed(0)
     assert float(method(rows, "student", 0)["scm"].detach()) < 1e-6
+
+
+def test_a_gentle_time_embedding_moves_at_most_time_scale_per_unit_time():
+    """sCM's fix for unstable continuous-time training (Lu & Song 2024, Sec. 4.1) is a time
+    embedding that varies slowly with t: `time_scale: 1` moves each feature by at most |dt|,
+    while the DDPM convention (1000) turns its fastest features by 1000 |dt| radians."""
+    t, dt = torch.linspace(0, 1, 101, dtype=torch.float64), 1e-3
+    gentle, ddpm = (TimeMLP((2,), 16, 2, time_dim=32, time_scale=scale) for scale in (1.0, 1000.0))
+    assert (gentle.embed_time(t + dt) - gentle.embed_time(t)).abs().max() <= dt
+    assert (ddpm.embed_time(t + dt) - ddpm.embed_time(t)).abs().max() > 0.5
+
+
+def test_the_student_must_embed_time_as_its_teacher_does_and_old_exports_read_as_ddpm():
+    """init: teacher copies weights, which mean nothing under another time embedding: a
+    different time_scale is refused by name; a teacher exported before the setting existed
+    (no time_scale in its metadata) reads as the default 1000."""
+    teacher = MLPConfig(hidden=16, depth=2).make_denoiser((2,), None)
+    old_meta = {"model": {k: v for k, v in MLPConfig(hidden=16, depth=2).model_dump().items() if k != "time_scale"}}
+    data = gaussian_data()
+    for scale, fits in ((1000.0, True), (1.0, False)):
+        cfg = SimpleNamespace(student=MLPConfig(hidden=16, depth=2, time_scale=scale, init="teacher"))
+        if fits:
+            student = build_student(cfg, data, teacher, old_meta)
+            torch.testing.assert_close(student.net.state_dict(), teacher.net.state_dict())
+        else:
+            with pytest.raises(ModelMismatchError, match=r"student.time_scale=1.0 vs teacher 1000.0"):
+                build_student(cfg, data, teacher, old_meta)
 
 
 def test_scm_refuses_a_schedule_it_cannot_convert():

@@ -34,7 +34,7 @@ from distill.kd.export import is_classifier_export
 from distill.kd.runner import build_classify, evaluate_classifier_run, export_classify
 from distill.lm.runner import build_lm, evaluate_lm_run, export_lm, is_lm_export
 from distill.models.base import ModelConfig
-from distill.registry import METHODS
+from distill.registry import METHODS, MODELS
 from distill.train.batches import batch_size_of, stratum_counts
 from distill.train.trainer import Trainer, make_accelerator
 
@@ -87,8 +87,9 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
         # a two-time student (flow map) starts as its one-time teacher: same weights, zero
         # weights on its second time's inputs; time experts (dmd-phased) each start as the teacher
         mine = cfg.student.model_dump(exclude={"init"})
-        theirs = {"two_time": False, "experts": 1, "expert_routing": "time",
-                  **{k: v for k, v in teacher_meta["model"].items() if k != "init"}}
+        # validated, so that settings added after the teacher was exported read as their defaults
+        theirs = MODELS.get(teacher_meta["model"]["name"]).model_validate(
+            teacher_meta["model"]).model_dump(exclude={"init"})
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
         one_into_experts = mine["experts"] > 1 and theirs["experts"] == 1
         if one_time_into_two:

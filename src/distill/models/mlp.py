@@ -13,26 +13,29 @@ from distill.models.base import ModelConfig
 from distill.registry import MODELS
 
 
-def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0) -> Tensor:
-    """Transformer-style embedding of t: (B,) in [0, 1] -> (B, dim) (Vaswani et al. 2017)."""
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0, scale: float = 1000.0) -> Tensor:
+    """Transformer-style embedding of t: (B,) in [0, 1] -> (B, dim) (Vaswani et al. 2017): sines
+    and cosines of scale * t at frequencies 1 down to 1 / max_period."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
     # float32 at least (a bf16 t would round the angles), float64 kept (exact derivative checks)
-    angles = 1000.0 * t[:, None].to(torch.promote_types(t.dtype, torch.float32)) * freqs[None, :]
+    angles = scale * t[:, None].to(torch.promote_types(t.dtype, torch.float32)) * freqs[None, :]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
 class TimeMLP(nn.Module):
     """x: (B, *shape), t: (B,), cond: (B,) | None[, s: (B,)] -> (B, *shape). x is flattened;
     time enters as a sinusoidal embedding and the class as a learned embedding, concatenated to
-    x. A `two_time` network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4),
+    x; `time_scale` sets the fastest angle (rad per unit time). A `two_time` network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4),
     appended last, so that a one-time network's weights load into it with zero weights on the
     new inputs (`load_one_time_state`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, time_dim: int,
-                 activation: str = "silu", num_classes: int | None = None, two_time: bool = False) -> None:
+                 activation: str = "silu", num_classes: int | None = None, two_time: bool = False,
+                 time_scale: float = 1000.0) -> None:
         super().__init__()
         self.shape, self.time_dim, self.two_time = tuple(shape), time_dim, two_time
+        self.time_scale = time_scale
         dim = math.prod(shape)
         act = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[activation]
         self.class_embedding = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
@@ -45,16 +48,20 @@ class TimeMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, s: Tensor | None = None) -> Tensor:
-        parts = [x.flatten(1), sinusoidal_embedding(t, self.time_dim).to(x.dtype)]
+        parts = [x.flatten(1), self.embed_time(t).to(x.dtype)]
         if self.class_embedding is not None:
             if cond is None:
                 raise ValueError("this network is class-conditional: pass class labels")
             parts.append(self.class_embedding(cond).to(x.dtype))
         if self.two_time:
-            parts.append(sinusoidal_embedding(t - (t if s is None else s), self.time_dim).to(x.dtype))
+            parts.append(self.embed_time(t - (t if s is None else s)).to(x.dtype))
         elif s is not None:
             raise ValueError("this network takes one time; build it with two_time=True for a second")
         return self.layers(torch.cat(parts, dim=1)).reshape(x.shape)
+
+    def embed_time(self, t: Tensor) -> Tensor:
+        """(B,) -> (B, time_dim)."""
+        return sinusoidal_embedding(t, self.time_dim, scale=self.time_scale)
 
     def load_one_time_state(self, state: dict[str, Tensor]) -> None:
         """Load a one-time TimeMLP's weights: the first layer's weights on the t - s embedding
@@ -75,8 +82,12 @@ class MLPConfig(ModelConfig):
     depth: int = Field(4, gt=0)
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
+    time_scale: float = Field(1000.0, gt=0, description=(
+        "the time embedding's fastest angle, in radians per unit time: 1000 is the DDPM "
+        "convention; continuous-time consistency (scm with tangent: jvp) wants a small one, "
+        "as sCM's positional embedding of c_noise(t) = t does (Lu & Song 2024, Sec. 4.1)"))
     supports_two_time: ClassVar[bool] = True
 
     def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
         return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes,
-                       self.two_time)
+                       self.two_time, self.time_scale)
