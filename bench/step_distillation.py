@@ -51,10 +51,12 @@ def write_plot(dataset: str, teacher_rows: list[dict], students: dict[str, list[
 
 
 def teacher_label(cfg: Any) -> str:
-    """How a run's teacher is named in the table: its recipe or run, and its CFG scale."""
+    """How a run's teacher is named in the table: its recipe or run (with the recipe's overrides)
+    and its CFG scale."""
     source = getattr(cfg.teacher, "config", None) or getattr(cfg.teacher, "path", None) or cfg.teacher.name
+    overrides = "".join(f" `{o}`" for o in getattr(cfg.teacher, "overrides", []))
     guidance = getattr(cfg.method, "guidance", 1.0)
-    return f"`{Path(str(source)).stem}`, Euler" + (f", CFG {guidance:g}" if guidance != 1.0 else "")
+    return f"`{Path(str(source)).stem}`{overrides}, Euler" + (f", CFG {guidance:g}" if guidance != 1.0 else "")
 
 
 def dataset_table(dataset: str, out: Path) -> str:

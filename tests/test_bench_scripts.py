@@ -81,6 +81,15 @@ def test_the_seq_kd_bench_configs_validate_and_its_prompts_are_distinct(tmp_path
         assert cfg.method.name in {"seq-kd", "lm-kd"}
 
 
+def test_a_teacher_recipe_with_overrides_is_its_own_teacher_in_the_step_distillation_table():
+    """scm's toy teacher is the standard recipe with `student.time_scale=1`: the table must
+    print its rows apart from the standard teacher's, not file scm under the wrong teacher."""
+    bench = importlib.import_module("step_distillation")
+    scm, cd = (load_config(REPO / "configs" / "toy2d" / f"{m}-8gaussians.yaml") for m in ("scm", "cd"))
+    assert bench.teacher_label(cd) == "`teacher-8gaussians`, Euler"
+    assert bench.teacher_label(scm) == "`teacher-8gaussians` `student.time_scale=1`, Euler"
+
+
 def test_the_lm_tables_put_the_teacher_right_below_the_header():
     common = importlib.import_module("common")
     lines = common.lm_table("| teacher | 7.0 | — | — | — |", ["| a | 1 | 2 | 3 | 4 |", "| b | 1 | 2 | 3 | 4 |"]).splitlines()
