@@ -25,10 +25,11 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0, scale:
 
 class TimeMLP(nn.Module):
     """x: (B, *shape), t: (B,), cond: (B,) | None[, s: (B,)] -> (B, *shape). x is flattened;
-    time enters as a sinusoidal embedding and the class as a learned embedding, concatenated to
-    x; `time_scale` sets the fastest angle (rad per unit time). A `two_time` network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4),
-    appended last, so that a one-time network's weights load into it with zero weights on the
-    new inputs (`load_one_time_state`)."""
+    time enters as a sinusoidal embedding (its fastest feature turning at `time_scale` radians
+    per unit time) and the class as a learned embedding, concatenated to x. A `two_time`
+    network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4), appended last, so
+    that a one-time network's weights load into it with zero weights on the new inputs
+    (`load_one_time_state`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, time_dim: int,
                  activation: str = "silu", num_classes: int | None = None, two_time: bool = False,
