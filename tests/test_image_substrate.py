@@ -192,3 +192,42 @@ def test_scheduler_config_only_where_diffusers_reproduces_the_sampler(tmp_path: 
     out = save_denoiser(tmp_path / "b", denoiser, cfg, (1, 8, 8), steps=[2], sampler="euler")
     meta = load_denoiser(out)[1]
     assert (out / "scheduler_config.json").exists() and meta["scheduler_sigmas"] == {"2": [1.0, 0.5]}
+
+
+@pytest.mark.parametrize("cfg", [UNetConfig(channels=[8, 16], norm_groups=8, two_time=True),
+                                 DiTConfig(layers=1, heads=2, head_dim=8),
+                                 MLPConfig(hidden=32, depth=2, two_time=True)])
+def test_time_scale_is_the_rate_the_backbone_sees_time_at(cfg):
+    """A network with time_scale 1 at (t, s) is the same weights at the default 1000 seen at
+    (t / 1000, s / 1000): the scale multiplies time before every embedding (the two-time
+    UNet's gap embedding too, given non-zero weights here)."""
+    torch.manual_seed(0)
+    gentle = cfg.model_copy(update={"time_scale": 1.0}).make_denoiser((1, 8, 8), 10)
+    ddpm = cfg.make_denoiser((1, 8, 8), 10)
+    for p in gentle.net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ddpm.net.load_state_dict(gentle.net.state_dict())
+    x, t, labels = torch.randn(4, 1, 8, 8), torch.tensor([0.9, 0.5, 0.3, 0.1]), torch.arange(4)
+    times = {"s": t / 3} if cfg.two_time else {}
+    got = gentle.net(x, t, labels, **times)
+    want = ddpm.net(x, t / 1000, labels, **{k: v / 1000 for k, v in times.items()})
+    unscaled = ddpm.net(x, t, labels, **times)  # the same t seen at 1000 rad per unit
+    assert (got - want).abs().max() < 1e-3 * (got - unscaled).abs().max()
+
+
+def test_a_unet_with_its_own_time_scale_exports_without_a_diffusers_scheduler(tmp_path: Path):
+    """Diffusers' schedulers pass 1000 t as the timestep, so a UNet that takes time_scale * t
+    gets no scheduler_config.json; distill reloads it with its scale and the same samples."""
+    cfg = UNetConfig(channels=[8, 16], norm_groups=8, time_scale=1.0)
+    denoiser = cfg.make_denoiser((1, 8, 8), None)
+    out = save_denoiser(tmp_path / "s", denoiser, cfg, (1, 8, 8), steps=[2], sampler="euler")
+    assert not (out / "scheduler_config.json").exists()
+    reloaded, meta = load_denoiser(out)
+    assert meta["model"]["time_scale"] == 1.0 and reloaded.net.time_scale == 1.0
+    noise = fixed_noise(4, (1, 8, 8), seed=0)
+    torch.testing.assert_close(sample(reloaded, noise, 2, "euler"), sample(denoiser, noise, 2, "euler"))
+
+
+def test_time_scale_is_refused_where_the_network_takes_a_step_index():
+    with pytest.raises(ValueError, match="vp-discrete feeds the network the DDPM step index"):
+        UNetConfig(schedule="vp-discrete", prediction="eps", time_scale=1.0)

@@ -10,7 +10,8 @@ the run as its teacher. A backbone that is a diffusers model is saved with diffu
       model.safetensors                     (mlp and other plain torch backbones)
       config.json                           (diffusers backbones: diffusers' own config)
       diffusion_pytorch_model.safetensors   (diffusers backbones)
-      scheduler_config.json                 (flow/velocity Euler and vp-discrete eps/x0 DDIM)
+      scheduler_config.json                 (flow/velocity Euler and vp-discrete eps/x0 DDIM,
+                                             at the default time_scale 1000 only)
       time_gap.safetensors                  (two-time UNets: the embedding of t - s; the UNet
                                              alone is the s = t flow model)
 """
@@ -42,6 +43,8 @@ def diffusers_scheduler_config(denoiser: Denoiser, sampler: str) -> dict[str, An
     """A diffusers scheduler config that samples this denoiser as our `sampler` does, or None
     when no diffusers scheduler matches its schedule, prediction type and sampler. (Pass
     `sigmas=` as in distill.json's `scheduler_sigmas` to get our uniform time grid.)"""
+    if getattr(denoiser.net, "time_scale", TRAIN_TIMESTEPS) != TRAIN_TIMESTEPS:
+        return None  # the network takes time_scale * t; diffusers' schedulers pass 1000 t
     schedule, prediction = denoiser.schedule.name, denoiser.prediction
     flow_euler = sampler == "euler" or (sampler == "ddim" and schedule == "flow")
     if schedule == "flow" and prediction == "velocity" and denoiser.preconditioning == "none" \

@@ -27,6 +27,12 @@ class ModelConfig(BaseModel):
     schedule: ScheduleName = "flow"
     preconditioning: Literal["none", "edm"] = "none"
     init: Literal["random", "teacher"] = "random"
+    time_scale: float = Field(1000.0, gt=0, description=(
+        "how fast the network's time embedding turns: the backbone sees time_scale * t for t "
+        "in [0, 1] (the mlp's fastest sinusoid, diffusers' timestep). 1000 is the DDPM "
+        "convention; methods that differentiate the network along time (scm, meanflow, "
+        "flow-map) train better with a small one, as sCM's embedding of c_noise(t) = t "
+        "(Lu & Song 2024, Sec. 4.1)"))
     two_time: bool = Field(False, description=(
         "the network also takes a second time s and predicts the average velocity from s to t "
         "(flow maps: meanflow); initialised from a one-time teacher, it starts as the teacher"))
@@ -54,6 +60,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"expert_routing: {self.expert_routing} needs experts > 1 (one network has no one to route to)")
         if self.experts > 1 and self.two_time:
             raise ValueError("experts > 1 and two_time: true do not combine; choose one")
+        if self.schedule == "vp-discrete" and self.time_scale != 1000.0:
+            raise ValueError("schedule: vp-discrete feeds the network the DDPM step index 0..999; "
+                             "time_scale applies to the continuous schedules: leave it at 1000")
         if self.schedule == "edm" and self.preconditioning != "edm":
             raise ValueError("schedule: edm has noise levels up to sigma = 80, which a network "
                              "cannot take unscaled; set preconditioning: edm and prediction: x0")

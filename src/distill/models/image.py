@@ -3,7 +3,9 @@
 The networks are diffusers models, so a student exported from them loads with
 `UNet2DModel.from_pretrained` / `DiTTransformer2DModel.from_pretrained`. Time t in [0, 1] is
 passed as diffusers' timestep: 1000 t, or the DDPM index 1000 t - 1 on `vp-discrete`, so
-the exported weights follow the convention of diffusers' schedulers (see export.py).
+the exported weights follow the convention of diffusers' schedulers (see export.py). A model
+built with another `time_scale` takes time_scale * t instead, which no diffusers scheduler
+passes: its export carries no scheduler config.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from distill.registry import MODELS
 TRAIN_TIMESTEPS = 1000
 
 
-def diffusers_timestep(t: Tensor, schedule: str) -> Tensor:
-    """Diffusers' timestep for t in [0, 1]: the DDPM index on vp-discrete, else 1000 t."""
-    return t * TRAIN_TIMESTEPS - 1 if schedule == "vp-discrete" else t * TRAIN_TIMESTEPS
+def diffusers_timestep(t: Tensor, schedule: str, scale: float = TRAIN_TIMESTEPS) -> Tensor:
+    """Diffusers' timestep for t in [0, 1]: the DDPM index on vp-discrete, else scale * t
+    (1000 t by default, diffusers' convention)."""
+    return t * TRAIN_TIMESTEPS - 1 if schedule == "vp-discrete" else t * scale
 
 
 def _check_image_shape(shape: tuple[int, ...], in_channels: int | None = None) -> tuple[int, int, int]:
@@ -44,10 +47,11 @@ class TimeGapEmbedding(nn.Module):
     then the instantaneous-velocity (s = t) network, a plain diffusers flow model. Its last
     layer starts at zero, so a two-time UNet built from a one-time one starts as it for every s."""
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: nn.Module, time_scale: float = TRAIN_TIMESTEPS) -> None:
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding
 
+        self.time_scale = time_scale
         channels = unet.time_proj.num_channels
         self.proj = unet.time_proj  # parameter-free sinusoids, shared with the UNet
         self.mlp = TimestepEmbedding(channels, unet.time_embedding.linear_2.out_features)
@@ -55,8 +59,8 @@ class TimeGapEmbedding(nn.Module):
         nn.init.zeros_(self.mlp.linear_2.bias)
 
     def forward(self, gap: Tensor) -> Tensor:
-        """(B, D) for gap = t - s: (B,) in [0, 1], in diffusers' timestep units (x 1000)."""
-        both = self.proj(torch.cat([gap, torch.zeros_like(gap)]) * TRAIN_TIMESTEPS)
+        """(B, D) for gap = t - s: (B,) in [0, 1], in the UNet's timestep units (x time_scale)."""
+        both = self.proj(torch.cat([gap, torch.zeros_like(gap)]) * self.time_scale)
         at_gap, at_zero = self.mlp(both.to(self.mlp.linear_1.weight.dtype)).chunk(2)
         return at_gap - at_zero
 
@@ -67,11 +71,12 @@ class DiffusersNet(nn.Module):
     net (`gap_embedding`, UNet only) adds the embedding of t - s to the UNet's time embedding
     through a forward hook, so the UNet's own modules and state dict stay diffusers'."""
 
-    def __init__(self, model: nn.Module, schedule: str, conditional: bool, two_time: bool = False) -> None:
+    def __init__(self, model: nn.Module, schedule: str, conditional: bool, two_time: bool = False,
+                 time_scale: float = TRAIN_TIMESTEPS) -> None:
         super().__init__()
         self.model, self.schedule, self.conditional = model, schedule, conditional
-        self.two_time = two_time
-        self.gap_embedding = TimeGapEmbedding(model) if two_time else None
+        self.two_time, self.time_scale = two_time, time_scale
+        self.gap_embedding = TimeGapEmbedding(model, time_scale) if two_time else None
         self._gap: Tensor | None = None
         if two_time:
             model.time_embedding.register_forward_hook(self._add_gap)
@@ -80,7 +85,7 @@ class DiffusersNet(nn.Module):
         return output if self._gap is None else output + self._gap.to(output.dtype)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, s: Tensor | None = None) -> Tensor:
-        timestep = diffusers_timestep(t, self.schedule)
+        timestep = diffusers_timestep(t, self.schedule, self.time_scale)
         if self.conditional and cond is None:
             raise ValueError("this network is class-conditional: pass class labels")
         if not self.conditional and getattr(self.model.config, "num_embeds_ada_norm", None):
@@ -148,7 +153,8 @@ class UNetConfig(ModelConfig):
             block_out_channels=tuple(self.channels), layers_per_block=self.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=self.norm_groups,
             num_class_embeds=num_classes + 1 if num_classes else None)
-        return DiffusersNet(model, self.schedule, conditional=bool(num_classes), two_time=self.two_time)
+        return DiffusersNet(model, self.schedule, conditional=bool(num_classes), two_time=self.two_time,
+                            time_scale=self.time_scale)
 
 
 @MODELS.register("dit", summary="small diffusers DiT (patch transformer with adaLN-Zero) for images",
@@ -179,7 +185,7 @@ class DiTConfig(ModelConfig):
             out_channels=channels, num_layers=self.layers, sample_size=size,
             patch_size=self.patch_size, num_embeds_ada_norm=num_classes or 1, norm_num_groups=1)
         disable_label_dropout(model)
-        return DiffusersNet(model, self.schedule, conditional=bool(num_classes))
+        return DiffusersNet(model, self.schedule, conditional=bool(num_classes), time_scale=self.time_scale)
 
 
 def disable_label_dropout(model: nn.Module) -> None:

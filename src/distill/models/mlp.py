@@ -83,10 +83,6 @@ class MLPConfig(ModelConfig):
     depth: int = Field(4, gt=0)
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
-    time_scale: float = Field(1000.0, gt=0, description=(
-        "the time embedding's fastest angle, in radians per unit time: 1000 is the DDPM "
-        "convention; continuous-time consistency (scm with tangent: jvp) wants a small one, "
-        "as sCM's positional embedding of c_noise(t) = t does (Lu & Song 2024, Sec. 4.1)"))
     supports_two_time: ClassVar[bool] = True
 
     def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
