@@ -14,8 +14,8 @@ in the same process on the same noise and labels.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +25,6 @@ from distill.config import load_config
 from distill.diffusion.samplers import fixed_noise, sample
 from distill.report import comparison_rows
 from distill.report.compare import format_metric, format_ms, format_speedup
-from distill.runner import run
 
 CONFIGS = REPO / "configs" / "digits"
 # every step-distillation recipe under configs/digits, in the order of the README's table
@@ -39,13 +38,14 @@ def _cells(row: dict) -> str:
     return " | ".join(format_metric(row.get(m)) for m in COLUMNS)
 
 
-def train_teacher(out: Path) -> tuple[Path, str]:
-    """Train the teacher recipe into out/teacher-digits; (its run dir, a sentence on its time)."""
-    teacher_cfg = load_config(CONFIGS / "teacher-digits.yaml", ["train.progress=false"])
-    start = time.perf_counter()
-    result = run(teacher_cfg, out / "teacher-digits")
-    return result.run_dir, (f"trained in {(time.perf_counter() - start) / 60:.1f} min in this run "
-                            "(including its evaluation)")
+def train_teacher(out: Path, overrides: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """Train the teacher recipe (with a student recipe's teacher `overrides`) into
+    out/teacher-digits[-<overrides>], or read back the run a stopped benchmark finished
+    there; (its run dir, a sentence on its time)."""
+    teacher_cfg = load_config(CONFIGS / "teacher-digits.yaml", ["train.progress=false", *overrides])
+    run_dir = out / "-".join(["teacher-digits", *(re.sub(r"\W+", "", o) for o in overrides)])
+    _, seconds = bench_run(teacher_cfg, run_dir)
+    return run_dir, f"trained in {float(seconds.strip('≥ ')) / 60:.1f} min (including its evaluation)"
 
 
 def reuse_teacher(run_dir: Path) -> tuple[Path, str]:
@@ -64,22 +64,32 @@ def reuse_teacher(run_dir: Path) -> tuple[Path, str]:
 
 
 def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
+    """The students' table (a recipe whose teacher has overrides, such as meanflow's gentle time
+    embedding, is run against that teacher, trained here, with its teacher rows printed above
+    it), the solver table and a sentence on the teacher."""
     teacher_dir, teacher_note = reuse_teacher(teacher_dir) if teacher_dir else train_teacher(out)
-    teacher_override = f"teacher={{name: run, path: {teacher_dir}}}"
 
     lines = ["| model | sampler | NFE | FID | precision | recall | class acc. | ms / sample | run s | ≡ teacher NFE | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    floor_done = False
+    floor_done, teachers_shown = False, set()
     for method in METHODS:
-        cfg = load_config(CONFIGS / f"{method}-digits.yaml", ["train.progress=false", teacher_override])
+        overrides = tuple(load_config(CONFIGS / f"{method}-digits.yaml").teacher.overrides)
+        own_dir, own_note = train_teacher(out, overrides) if overrides else (teacher_dir, "")
+        cfg = load_config(CONFIGS / f"{method}-digits.yaml",
+                          ["train.progress=false", f"teacher={{name: run, path: {own_dir}}}"])
         eval_data, seconds = bench_run(cfg, out / f"{method}-digits")
         if not floor_done:
             floor_done = True
             lines.append(f"| held-out data ({eval_data['floor_samples']} images) | — | — | "
                          f"{_cells(eval_data['floor'])} | | | | |")
+        if own_dir not in teachers_shown:
+            teachers_shown.add(own_dir)
+            label = "teacher" + "".join(f" `{o}`" for o in overrides)
+            if overrides:
+                teacher_note += f"; the teacher with {', '.join(f'`{o}`' for o in overrides)} was {own_note}"
             for r in eval_data["rows"]:
                 if r["model"] == "teacher":
-                    lines.append(f"| teacher | {r['sampler']} | {r['nfe']} | {_cells(r)} | "
+                    lines.append(f"| {label} | {r['sampler']} | {r['nfe']} | {_cells(r)} | "
                                  f"{format_ms(r['ms_per_sample'])} | | | |")
         for r in comparison_rows(eval_data):
             lines.append(f"| **{method}** | {r['sampler']} | {r['nfe']} | {_cells(r)} | "

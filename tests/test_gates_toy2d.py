@@ -50,6 +50,7 @@ SHORT = {
     # data-free flow maps (test_gates_flow_map.py)
     "boot": ["train.steps=1000", "train.batch_size=256", "train.lr=2e-4", "train.ema_decay=0.995"],
     "mdt": ["train.steps=1000", "train.batch_size=256"],
+    "flow-map": ["train.steps=2000", "train.batch_size=256"],
     # distribution-matching variants (test_gates_dmd_variants.py): 3x-over-the-teacher gates only
     "dmd-phased": ["train.steps=500", "train.batch_size=256"],
     "tdm": ["train.steps=500", "train.batch_size=256"],

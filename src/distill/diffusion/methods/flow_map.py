@@ -93,7 +93,10 @@ class MeanFlow(FlowMapStudent):
     x_t is noised data on the flow schedule; t and s are drawn by `time_sampling` (the later is
     t) and s = t for a share `flow_ratio` of the batch, where the loss is plain matching of
     the teacher's velocity. The adaptive weight 1 / (|error|² + c)^p (stop-gradient) is the
-    paper's robust loss. One step samples x_0 = x_1 - u(x_1, 1, 0).
+    paper's robust loss. One step samples x_0 = x_1 - u(x_1, 1, 0). The identity
+    differentiates the network along time, so the recipes give teacher and student a gentle
+    time embedding (`time_scale: 1`, as sCM's; docs/methods.md#meanflow): a student started
+    from a teacher inherits the teacher's t-dependence.
 
     Implemented: the identity target with JVP or finite-difference tangents, logit-normal times,
     the s = t share, the adaptive weight, CFG on the teacher, the (t, t - s) time input. Not

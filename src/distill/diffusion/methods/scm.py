@@ -103,11 +103,10 @@ class ContinuousConsistencyDistillation(Method):
     and normalisation, adaptive weighting, the log-normal time proposal, the optional prior
     weight 1 / (σ_d tan θ) of SANA-Sprint's and TBCM's code, CFG on the teacher's velocity,
     flow and TrigFlow teachers, trajectory-sampled pairs; sCM's small time-embedding scale
-    (Sec. 4.1) on the MLP backbone (`time_scale`, which the toy recipes' teacher and student
-    use). Not implemented: SANA-Sprint's LADD adversarial term and its dense time embedding,
-    sCM's other architecture changes (adaptive double normalisation, pixel norm) and the small
-    time scale on the diffusers image backbones, JVP-friendly flash attention, and TBCM's
-    sampling-strategy study.
+    (Sec. 4.1) as the backbones' `time_scale`, which the toy recipes' teacher and student use.
+    Not implemented: SANA-Sprint's LADD adversarial term and its dense time embedding, sCM's
+    other architecture changes (adaptive double normalisation, pixel norm), JVP-friendly flash
+    attention, and TBCM's sampling-strategy study.
     """
 
     Config = ContinuousConsistencyConfig
