@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # it. The `slow` digits files are deselected by `make test`; under `make test-all` they start at once.
 HEAVY_FILES = (
     "test_gates_toy2d.py",  # 640 s with its checkerboard twins (8gaussians only: ~300 s)
-    "test_gates_digits.py",  # 550 s + meanflow's ~500 s + instaflow's ~170 s, trains the digits teachers (slow)
+    "test_gates_digits.py",  # 550 s + meanflow ~500 s, instaflow ~170 s, scm ~140 s; trains the digits teachers (slow)
     "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
     "test_gates_lm.py",  # 200 s, SmolLM2; no toy teacher
     "test_gates_kd_teachers.py",  # 400 s (self-distill only: ~30 s + the mnist1d teacher)
