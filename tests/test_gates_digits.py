@@ -32,12 +32,16 @@ SHORT = {
     # its gate reads only the 1-step rows: the teacher's 4- and 50-step rows are not sampled again
     "ode-pairs": ["method.teacher_steps=16", "method.pairs=1000", "train.steps=300", "train.batch_size=64",
                   "eval.nfe=[1]"],
-    # 1000 couplings of 16 teacher steps, as ode-pairs; straightness is measured beside FID
-    # (2026-12-03, two threads: 1-step FID 19.18 vs the teacher's 114.6, straightness 0.0120 vs
-    # 0.0970). mcd is not gated here: on this short teacher its 2-step FID stays at 13.2 (300 and
-    # 800 steps) against the teacher's 33.0, 2.5x; with the recipe teacher it is 7.9x.
-    "reflow": ["method.teacher_steps=16", "method.pairs=1000", "train.steps=300", "train.batch_size=64",
-               "eval.nfe=[1]"],
+    # 4000 couplings of 16 teacher steps, 1000 steps at batch 64; straightness is measured beside
+    # FID (2026-12-04, one thread beside another job, `distill run configs/digits/reflow-digits.yaml`
+    # with these overrides: 1-step FID 15.02 / 14.49 at seeds 0 / 1 vs the teacher's 114.2 / 8.67
+    # at 1 / 50 (bound 17.3), straightness 0.0073 vs 0.0970; 2 steps 13.54 / 13.08 and 4 steps
+    # 11.76 / 11.52, not 3x better than the teacher's 32.8 / 11.9 there). The earlier 1000
+    # couplings at 300 steps gave 19.18, outside 2x teacher-50. mcd is not gated here: on this
+    # short teacher its 2-step FID stays at 13.2 (300 and 800 steps) against the teacher's 33.0,
+    # 2.5x; with the recipe teacher it is 7.9x.
+    "reflow": ["method.teacher_steps=16", "method.pairs=4000", "train.steps=1000", "train.batch_size=64",
+               "eval.nfe=[1,50]"],
     # test_gates_digits_dmd2.py: half the recipe's 5000 steps (k = 5: 500 generator updates)
     "dmd2": ["train.steps=2500", "eval.nfe=[1,50]"],
     # 800 of the recipes' 2000 steps (2026-12-03, one thread, `distill run` with these
@@ -117,10 +121,12 @@ def test_ode_pairs_one_step_student(root):
 def test_reflow_one_step_student_on_straighter_paths(root):
     run = distilled("reflow", root)
     rows, straightness = run["rows"], run["eval"]["straightness"]
-    student, teacher1 = rows["student", 1], rows["teacher", 1]
-    print(f"reflow 1-step FID {student['fid']:.2f} vs teacher 1-step {teacher1['fid']:.1f}; "
+    student, teacher1, teacher50 = rows["student", 1], rows["teacher", 1], rows["teacher", 50]
+    print(f"reflow 1-step FID {student['fid']:.2f} vs teacher {teacher1['fid']:.1f} / {teacher50['fid']:.2f} at 1 / 50; "
           f"straightness {straightness['student']:.4f} vs {straightness['teacher']:.4f}")
     assert student["fid"] <= teacher1["fid"] / 3, (student["fid"], teacher1["fid"])
+    assert student["fid"] <= 2 * teacher50["fid"], (student["fid"], teacher50["fid"])
+    assert student["class_accuracy"] >= 0.85, student
     assert straightness["student"] <= straightness["teacher"] / 3, straightness
 
 
