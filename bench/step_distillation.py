@@ -32,7 +32,7 @@ METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "in
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")
 SECTION_END = "<!-- step-distillation:tables-end -->"  # new dataset blocks go above it
 PLOTS = REPO / "docs" / "img"
-METRICS = (("SWD", "swd"), ("MMD", "mmd"), ("class acc.", "class_accuracy"))
+METRICS = (("SWD", "swd"), ("MMD", "mmd"), ("in mode", "in_mode_fraction"), ("class acc.", "class_accuracy"))
 
 
 def markers(dataset: str) -> tuple[str, str]:

@@ -17,7 +17,9 @@ from distill.metrics.samples import (
     mmd_rbf,
     mmd_self_term,
     mode_coverage,
+    mode_shares,
     sliced_wasserstein,
+    subset_share,
 )
 
 
@@ -124,6 +126,17 @@ def test_mode_coverage_full_and_partial() -> None:
 
     far = mode_coverage(torch.full((10, 2), 10.0), modes, EIGHT_GAUSSIANS_STD)
     assert far == {"mode_coverage": 0.0, "in_mode_fraction": 0.0, "min_mode_fraction": 0.0}
+
+
+def test_mode_shares_count_each_sample_for_its_nearest_mode_within_3_std() -> None:
+    modes = eight_gaussians_modes()
+    x = torch.stack([modes[0], modes[0] + 0.25, modes[3], modes[3] + 0.5, torch.zeros(2)])
+    shares = mode_shares(x, modes, EIGHT_GAUSSIANS_STD)
+    # 0.25 off along both axes is 0.35 from the mode, beyond 3 std (0.3); 0.5 off is too
+    assert shares.tolist() == [0.2, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0]
+    assert mode_coverage(x, modes, EIGHT_GAUSSIANS_STD)["in_mode_fraction"] == pytest.approx(0.4)
+    assert subset_share(x, modes, EIGHT_GAUSSIANS_STD, torch.arange(8) == 3) == pytest.approx(0.5)
+    assert subset_share(x[-1:], modes, EIGHT_GAUSSIANS_STD, torch.arange(8) == 3) == 0.0  # none on a mode
 
 
 def test_precomputed_reference_terms_give_the_same_distances():

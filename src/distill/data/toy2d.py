@@ -38,6 +38,14 @@ def eight_gaussians_modes() -> torch.Tensor:
     return EIGHT_GAUSSIANS_RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
+def interior_modes(mode_classes: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: the modes of the 8gaussians circle whose two neighbours on it are of their own
+    class (mode_classes: (K,), in circle order). There p(class | x) is highest, so classifier-
+    free guidance concentrates a class's samples on them: with classes [[0,1,2,3],[4,5,6,7]]
+    the middle modes 1, 2, 5, 6 of each arc."""
+    return (mode_classes.roll(1) == mode_classes) & (mode_classes.roll(-1) == mode_classes)
+
+
 def sample_8gaussians_labelled(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Equal mixture of 8 isotropic Gaussians (std 0.1) centred on a circle of radius 2:
     points (n, 2) and the index of each point's mode (n,) long."""

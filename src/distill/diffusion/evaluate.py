@@ -73,8 +73,7 @@ class PointScorer:
         if self.data.modes is not None and self.data.mode_std is not None:
             values.update(mode_coverage(x, self.data.modes, self.data.mode_std))
             if labels is not None:
-                values["class_accuracy"] = mode_accuracy(x, labels, self.data.modes, self.data.mode_std,
-                                                         self.data.mode_classes)
+                values["class_accuracy"] = mode_accuracy(x, labels, self.data.modes, self.data.mode_classes)
         return values
 
     def floor(self) -> dict[str, float]:
