@@ -304,6 +304,36 @@ def test_class_experts_route_by_label_and_train_only_their_own_student():
         MLPConfig(expert_routing="class")
 
 
+def test_teacher_score_matching_pretrains_the_students_before_distribution_matching(tmp_path):
+    """MSD's TSM stage: for tsm_steps trainer steps only the students move (towards the
+    teacher's velocity at noised training points); then the fake score and the generator."""
+    data, teacher = labelled_data(), conditional_denoiser(1).requires_grad_(False)
+    student = MLPConfig(hidden=16, depth=2, time_dim=8, experts=2, expert_routing="class").make_denoiser((2,), 8)
+    cfg = MultiStudent.Config(students=2, tsm_steps=6, fake_updates=2)
+    method = MultiStudent(cfg, student, teacher, data, total_steps=12)
+    groups = {g.name: g for g in method.param_groups()}
+    assert list(groups) == ["student_tsm", "fake_score", "student"]
+    due = lambda name: [s for s in range(12) if groups[name].is_due(s)]  # noqa: E731
+    assert (due("student_tsm"), due("fake_score"), due("student")) == ([0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [7, 9, 11])
+    batch = {"x": data.train[:32], "y": data.train_labels[:32]}
+    loss = method(batch, "student_tsm", 0)["teacher_score_matching"]
+    labels = data.train_labels[:32]
+    torch.manual_seed(0)
+    t = torch.rand(32)
+    x_t = student.schedule.add_noise(data.train[:32], torch.randn(32, 2), t)
+    torch.manual_seed(0)
+    again = method(batch, "student_tsm", 0)["teacher_score_matching"]
+    expected = (student.velocity(x_t, t, labels) - teacher.velocity(x_t, t, labels)).pow(2).mean()
+    torch.testing.assert_close(again, expected)
+    assert loss.requires_grad and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ConfigError, match="no distribution-matching generator update"):
+        MultiStudent(MultiStudent.Config(students=2, tsm_steps=11, fake_updates=2), student, teacher, data, total_steps=12)
+    plain = MLPConfig(hidden=16, depth=2, time_dim=8).make_denoiser((2,), 8)
+    MultiStudent(MultiStudent.Config(students=1, tsm_steps=2), plain, teacher, data, total_steps=12)  # the baseline
+    with pytest.raises(ConfigError, match="student.experts: 1"):
+        MultiStudent(MultiStudent.Config(students=1), student, teacher, data)
+
+
 def test_mixed_rows_reach_only_their_own_experts_also_under_autocast():
     student = MLPConfig(hidden=16, depth=2, time_dim=8, experts=4, expert_routing="class").make_denoiser((2,), 8)
     x, t, labels = torch.randn(6, 2), torch.rand(6), torch.tensor([0, 7, 1, 6, 0, 7])

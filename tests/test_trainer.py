@@ -86,6 +86,17 @@ def test_two_group_schedule(tmp_path: Path):
 def test_group_that_never_updates_is_rejected():
     with pytest.raises(ValueError, match="never update"):
         ParamGroup("g", nn.Linear(1, 1).parameters(), every=5, offset=5)
+    with pytest.raises(ValueError, match="start < stop"):
+        ParamGroup("g", nn.Linear(1, 1).parameters(), start=3, stop=3)
+
+
+def test_group_window_hands_the_parameters_over_at_stop():
+    params = list(nn.Linear(1, 1).parameters())
+    pretrain = ParamGroup("pretrain", params, stop=4)
+    later = ParamGroup("later", params, every=3, offset=2, start=4)
+    assert [s for s in range(12) if pretrain.is_due(s)] == [0, 1, 2, 3]
+    assert [s for s in range(12) if later.is_due(s)] == [6, 9]
+    assert (pretrain.updates(12), later.updates(12), later.updates(4)) == (4, 2, 0)
 
 
 class NaNAtStep(Method):

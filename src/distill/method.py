@@ -14,6 +14,7 @@ devices, casts precision, checkpoints or logs: the Trainer does all of that.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -35,7 +36,9 @@ class MethodConfig(BaseModel):
 class ParamGroup:
     """Parameters that share an optimizer and an update schedule.
 
-    The group is updated at the steps where `step % every == offset` (steps count from 0).
+    The group is updated at the steps in [start, stop) where `(step - start) % every == offset`
+    (steps count from 0; stop None: to the end), e.g. a pretraining stage that hands over to
+    another group of the same parameters (with its own optimizer) at `stop`.
     `lr`, `betas` and `weight_decay` override the train section for this group only.
     `train.steps` counts trainer steps, so a group with every=5 is updated train.steps / 5
     times (DMD2's generator, for instance).
@@ -45,6 +48,8 @@ class ParamGroup:
     params: Iterable[nn.Parameter]
     every: int = 1
     offset: int = 0
+    start: int = 0
+    stop: int | None = None
     lr: float | None = None
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
@@ -59,9 +64,19 @@ class ParamGroup:
             )
         if not self.parameters:
             raise ValueError(f"parameter group {self.name!r} has no trainable parameters")
+        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            raise ValueError(f"parameter group {self.name!r}: need 0 <= start < stop "
+                             f"(got start={self.start}, stop={self.stop})")
 
     def is_due(self, step: int) -> bool:
-        return step % self.every == self.offset
+        if step < self.start or (self.stop is not None and step >= self.stop):
+            return False
+        return (step - self.start) % self.every == self.offset
+
+    def updates(self, steps: int) -> int:
+        """How many times the group steps in a run of `steps` trainer steps."""
+        end = steps if self.stop is None else min(self.stop, steps)
+        return max(0, math.ceil((end - self.start - self.offset) / self.every))
 
 
 class Method(nn.Module):

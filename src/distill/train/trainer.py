@@ -72,7 +72,7 @@ class Trainer:
             weight_decay=train.weight_decay if g.weight_decay is None else g.weight_decay)
             for g in self.groups}
         self.schedulers = {g.name: torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers[g.name], lr_lambda(train, math.ceil((train.steps - g.offset) / g.every)))
+            self.optimizers[g.name], lr_lambda(train, g.updates(train.steps)))
             for g in self.groups}
         prepared = acc.prepare(method, *self.optimizers.values())
         self.model, opts = prepared[0], prepared[1:]

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
+from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config
 from distill.errors import ConfigError
+from distill.method import ParamGroup
 from distill.models.experts import ClassExperts
 from distill.registry import METHODS
 
 
 class MultiStudentConfig(DMD2Config):
     name: Literal["multi-student"] = "multi-student"  # type: ignore[assignment]
-    students: int = Field(2, ge=2, description=(
+    students: int = Field(2, ge=1, description=(
         "K students (student.experts: K with expert_routing: class), each owning a contiguous "
-        "group of the classes"))
+        "group of the classes; 1: the one-student baseline (dmd2 with the same stages)"))
+    tsm_steps: int = Field(0, ge=0, description=(
+        "first trainer steps spent on teacher score matching (MSD's pretraining of students that "
+        "do not start as the teacher): each student regresses the teacher's velocity at noised "
+        "training points of its classes; distribution matching starts after them"))
 
 
 @METHODS.register("multi-student", summary="Multi-Student Distillation: classes shared out among K one-step students, routed by class",
@@ -31,11 +38,18 @@ class MultiStudent(DMD2):
     student is distilled with `dmd2`'s distribution matching on its own classes only: a
     generated row's gradient reaches only the student its label routes to.
 
+    Smaller students start from random weights, so MSD first pretrains them by teacher score
+    matching (TSM): for `tsm_steps` trainer steps each student regresses the teacher's
+    prediction at noised training points of its classes, ||v_student(x_t, t, y) -
+    v_teacher(x_t, t, y)||² with t ~ U(0, 1), on its own optimizer; then the fake score and the
+    distribution-matching generator updates start (a fresh optimizer), as in `dmd2`.
+
     Implemented: the partition, routing at sampling, the per-student DMD2 objective (two
-    time-scale updates, CFG on the teacher); students of the teacher's size start as the
-    teacher (`init: teacher`); smaller backbones need `init: random`. Not implemented: the paper's teacher score
-    matching stage that pretrains smaller students, its adversarial variant; one conditional
-    fake score serves all students (the paper trains a separate distillation per student,
+    time-scale updates, CFG on the teacher), TSM pretraining; students of the teacher's size
+    start as the teacher (`init: teacher`), smaller backbones from random weights (`init:
+    random`, with `tsm_steps`); `students: 1` is the one-student baseline with the same stages.
+    Not implemented: the paper's adversarial (ADM) stage; one conditional fake score of the
+    teacher's size serves all students (the paper trains a separate distillation per student,
     which a class-conditional fake score makes equivalent up to shared capacity).
     """
 
@@ -43,8 +57,38 @@ class MultiStudent(DMD2):
     cfg: MultiStudentConfig
 
     def __init__(self, cfg: MultiStudentConfig, student: Denoiser, teacher: Denoiser, data: ArrayData,
-                 seed: int = 0, **kwargs: object) -> None:
-        if not isinstance(student.net, ClassExperts) or len(student.net.experts) != cfg.students:
+                 seed: int = 0, total_steps: int | None = None, **kwargs: object) -> None:
+        routed = isinstance(student.net, ClassExperts)
+        if (cfg.students == 1 and routed) or (cfg.students > 1 and (not routed or len(student.net.experts) != cfg.students)):
             raise ConfigError(f"multi-student trains one student per class group: set student.experts: "
-                              f"{cfg.students} (method.students) and student.expert_routing: class")
-        super().__init__(cfg, student, teacher, data, seed, **kwargs)
+                              f"{cfg.students} (method.students)"
+                              + (" and student.expert_routing: class" if cfg.students > 1 else ""))
+        if total_steps is not None and total_steps < cfg.tsm_steps + cfg.fake_updates:
+            raise ConfigError(
+                f"train.steps={total_steps} leaves no distribution-matching generator update after "
+                f"method.tsm_steps={cfg.tsm_steps} (the generator steps on every "
+                f"{cfg.fake_updates}th step after them); raise train.steps or lower method.tsm_steps")
+        super().__init__(cfg, student, teacher, data, seed, total_steps=total_steps, **kwargs)
+
+    def param_groups(self) -> list[ParamGroup]:
+        groups = super().param_groups()
+        if not self.cfg.tsm_steps:
+            return groups
+        start = self.cfg.tsm_steps
+        for group in groups:
+            group.start = start
+        return [ParamGroup("student_tsm", self.student.parameters(), stop=start), *groups]
+
+    def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
+        if group == "student_tsm":
+            return self.teacher_score_matching(batch)
+        return super().forward(batch, group, step)
+
+    def teacher_score_matching(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """MSD's TSM loss on the batch's training points x0 (B, *shape) and labels (B,)."""
+        x0, labels = batch["x"], self.labels_for(len(batch["x"]), batch, batch["x"].device)
+        t = torch.rand(len(x0), device=x0.device)
+        x_t = self.student.schedule.add_noise(x0, torch.randn_like(x0), t)
+        with torch.no_grad():
+            target = self.teacher.velocity(x_t, t, labels)
+        return {"teacher_score_matching": (self.student.velocity(x_t, t, labels) - target).pow(2).mean()}
