@@ -26,9 +26,10 @@ from distill.report.plots import metric_vs_nfe
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
-           "twinflow", "multi-student", "dmd-decoupled")
+           "twinflow", "multi-student", "multi-student-small", "multi-student-small-k1", "dmd-decoupled")
 # configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
-# classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
+# classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline; the small
+# multi-students and their one-student baseline of the same size)
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")
 SECTION_END = "<!-- step-distillation:tables-end -->"  # new dataset blocks go above it
 PLOTS = REPO / "docs" / "img"
