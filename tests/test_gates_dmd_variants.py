@@ -80,8 +80,7 @@ def test_small_multi_students_beat_one_small_student(root):
     the same stages (the recipe, 3000 steps). Seeds 0-2 when written: SWD 0.296 / 0.311 / 0.305
     vs 0.349 / 0.333 / 0.349, in mode 0.28 / 0.21 / 0.23 vs 0.14 / 0.14 / 0.11 (~40 s each)."""
     multi = distilled("multi-student-small", "8gaussians-2classes", root, recipe_length=True)["rows"]["student", 1]
-    one = distilled("multi-student-small", "8gaussians-2classes", root, recipe_length=True,
-                    variant=("student.experts=1", "student.expert_routing=time", "method.students=1"))["rows"]["student", 1]
+    one = distilled("multi-student-small-k1", "8gaussians-2classes", root, recipe_length=True)["rows"]["student", 1]
     print(f"small students, 1 step: 2 students SWD {multi['swd']:.4f}, in mode {multi['in_mode_fraction']:.3f}; "
           f"one student {one['swd']:.4f}, {one['in_mode_fraction']:.3f}")
     assert multi["swd"] < one["swd"], (multi["swd"], one["swd"])
