@@ -26,10 +26,12 @@ from distill.report.plots import metric_vs_nfe
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
-           "twinflow", "multi-student", "multi-student-small", "multi-student-small-k1", "dmd-decoupled")
+           "twinflow", "multi-student", "dmd-decoupled")
+# further recipes of a method, run after its own: configs/toy2d/<variant>-<dataset>.yaml (the
+# small multi-students and their one-student baseline of the same size)
+VARIANTS = {"multi-student": ("multi-student-small", "multi-student-small-k1")}
 # configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
-# classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline; the small
-# multi-students and their one-student baseline of the same size)
+# classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")
 SECTION_END = "<!-- step-distillation:tables-end -->"  # new dataset blocks go above it
 PLOTS = REPO / "docs" / "img"
@@ -67,7 +69,7 @@ def dataset_table(dataset: str, out: Path) -> str:
     rows: list[tuple[str, str, dict, list[str]]] = []  # (model, NFE, metrics row, last 4 cells)
     teachers: dict[str, list[dict]] = {}
     students: dict[str, list[dict]] = {}
-    for method in METHODS:
+    for method in [name for m in METHODS for name in (m, *VARIANTS.get(m, ()))]:
         recipe = REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml"
         if not recipe.exists():  # not every method ships a recipe for every dataset
             print(f"no {recipe.name}: {method} skipped on {dataset}", file=sys.stderr)

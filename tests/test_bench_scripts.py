@@ -28,12 +28,16 @@ def test_every_benchmarked_method_has_a_valid_recipe(script: str, configs: str, 
 
 def test_every_step_distillation_dataset_has_recipes_that_validate():
     bench = importlib.import_module("step_distillation")
+    assert set(bench.VARIANTS) <= set(bench.METHODS)
+    named = [(m, m) for m in bench.METHODS] + [(v, m) for m, vs in bench.VARIANTS.items() for v in vs]
     for dataset in bench.DATASETS:
-        recipes = [REPO / "configs" / "toy2d" / f"{m}-{dataset}.yaml" for m in bench.METHODS]
-        found = [(m, p) for m, p in zip(bench.METHODS, recipes, strict=True) if p.is_file()]
+        found = [(m, REPO / "configs" / "toy2d" / f"{prefix}-{dataset}.yaml") for prefix, m in named]
+        found = [(m, p) for m, p in found if p.is_file()]
         assert found, f"no configs/toy2d/<method>-{dataset}.yaml for any method bench/step_distillation.py runs"
         for method, path in found:
             assert load_config(path).method.name == method, path
+    for variant in (v for vs in bench.VARIANTS.values() for v in vs):
+        assert any((REPO / "configs" / "toy2d" / f"{variant}-{d}.yaml").is_file() for d in bench.DATASETS), variant
 
 
 def test_every_step_distillation_method_with_a_toy_recipe_is_benchmarked():
