@@ -84,7 +84,7 @@ SHORT = {
     # seeds 0 / 1 vs the teacher's 114.2 / 8.67 at 1 / 50 (bound 17.3; 2026-12-04, one thread
     # beside other jobs, `distill run configs/digits/flow-map-digits.yaml` with the short
     # teacher's overrides). Its 2 steps, 10.60 / 11.53, are not 3x better than the teacher's 32.8
-    # at seed 1; with the adaptive weight the 2-step FID was 19.64 (2000 steps).
+    # at seed 1; with the adaptive weight the 2-step FID was 19.64 (2000 steps). 10 min under pytest.
     "flow-map": ["eval.nfe=[1,50]"],
 }
 
