@@ -19,7 +19,8 @@ measured at recipe length, with the numbers in docs/methods.md; these tests do n
   half: with the distribution-matching term off (CA alone) the generator runs away. Measured
   at seeds 0 / 1 (`distill run`): 0.6209 / 0.6119 vs guided teacher-1 2.979 (the seed-0 run
   trained its teacher in-process, which then reseeded it: fixed since); CA alone 5.631 / 5.569;
-  this gate on 2026-12-03: 0.5141, CA alone 5.631 (147 s on one thread, teacher cached).
+  this gate on 2026-12-03: 0.5141, CA alone 5.631 (147 s on one thread, teacher cached); on
+  2026-12-04 0.5416 (the teacher retrained once: the `time_scale` setting changed its cache key).
   Its "spear" half as far as this toy shows it (`slow`, the 2-class teacher): the CA term
   carries guidance's choice of modes into the one-step student, and DM alone does not; and
   the paper's decoupled schedules: CA at t <= 0.7 beats CA over DM's whole range.
