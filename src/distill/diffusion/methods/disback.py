@@ -91,6 +91,11 @@ class DisBack(DMD2):
     (seeded, so identically with the same torch build) when a run is resumed, so it is not
     checkpointed; its N states stay in host memory. Not implemented: the paper's SiD-based variant; a
     convergence criterion for switching checkpoints (fixed intervals instead).
+
+    Key effect not shown on the toys (docs/methods.md#disback, BENCHMARKS.md): from the
+    teacher's weights disback is not faster than `dmd2`, and from random weights it is ahead on
+    2 of 4 seeds at 3000 steps (0.1724 / 0.1682 / 0.1759 / 0.1687 vs 0.1961 / 0.1769 / 0.1749 /
+    0.1658).
     """
 
     Config = DisBackConfig
