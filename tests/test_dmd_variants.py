@@ -45,13 +45,24 @@ def flat(module: torch.nn.Module) -> torch.Tensor:
 
 def test_degradation_path_walks_away_from_the_teacher_towards_the_generator():
     teacher = mlp_denoiser(1).requires_grad_(False)
-    blob = lambda g: 0.1 * torch.randn(128, 2, generator=g) + 3.0  # noqa: E731 (a generator far from the teacher)
+    blob = lambda g: (0.1 * torch.randn(128, 2, generator=g) + 3.0, None)  # noqa: E731 (a generator far from the teacher)
     path = record_degradation_path(teacher, blob, steps=60, points=3, lr=1e-2, t_min=0.02, t_max=0.98, seed=0)
     assert len(path) == 3
     start = torch.cat([v.flatten() for v in teacher.state_dict().values()])
     distances = [(torch.cat([v.flatten() for v in state.values()]) - start).norm() for state in path]
     assert 0 < distances[0] < distances[1] < distances[2]
     assert flat(teacher).equal(start)  # the teacher itself is untouched
+
+
+def test_disback_records_a_class_conditional_path_with_the_generators_labels():
+    """With a class-conditional teacher, the recording fits the generator's samples under the
+    labels they were drawn for: the recorded score moves towards each class's own samples."""
+    data, teacher = labelled_data(), conditional_denoiser(1).requires_grad_(False)
+    cfg = DisBack.Config(path_points=2, record_steps=20, record_batch_size=32, backtrack_steps=5)
+    method = DisBack(cfg, conditional_denoiser(2), teacher, data)
+    assert len(method.path) == 2 and method.student.conditional
+    batch = {"x": data.train[:16], "y": data.train_labels[:16]}
+    assert torch.isfinite(method(batch, "student", 0)["distribution_matching"])
 
 
 def test_disback_backtracks_from_the_generator_to_the_teacher():

@@ -45,11 +45,11 @@ class DisBackConfig(DMD2Config):
         return self
 
 
-def record_degradation_path(teacher: Denoiser, samples: Callable[[torch.Generator], Tensor], steps: int,
+def record_degradation_path(teacher: Denoiser, samples: Callable[[torch.Generator], tuple[Tensor, Tensor | None]], steps: int,
                             points: int, lr: float, t_min: float, t_max: float, seed: int) -> list[dict[str, Tensor]]:
     """DisBack's degradation recording (Zhang et al. 2024, Sec. 3.2): a copy of the teacher
     is fitted by denoising regression to `samples(generator)`, batches (B, ...) of the initial
-    generator, for `steps` Adam steps at t ~ U[t_min, t_max]; its weights are kept at `points`
+    generator with their class labels (B,) (None: unconditional), for `steps` Adam steps at t ~ U[t_min, t_max]; its weights are kept at `points`
     evenly spaced steps. Returns the N states [s_1, ..., s_N]; s_N fits the generator and the
     teacher (s_0) is the path's start."""
     degraded = copy.deepcopy(teacher).train().requires_grad_(True)
@@ -58,10 +58,10 @@ def record_degradation_path(teacher: Denoiser, samples: Callable[[torch.Generato
     generator = torch.Generator().manual_seed(seed)
     path = []
     for step in range(1, steps + 1):
-        x = samples(generator)
+        x, labels = samples(generator)
         t = t_min + (t_max - t_min) * torch.rand(len(x), generator=generator).to(x.device)
         eps = torch.randn(x.shape, generator=generator).to(x.device)
-        loss = denoising_loss(degraded, x, None, t, eps).mean()
+        loss = denoising_loss(degraded, x, labels, t, eps).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -107,18 +107,19 @@ class DisBack(DMD2):
         if cfg.fake_score.kind != "copy":
             raise ConfigError("disback records full checkpoints of the teacher: set "
                               "method.fake_score.kind: copy (LoRA fake scores are not supported)")
-        if student.conditional:
-            raise ConfigError("disback's degradation recording is unconditional here; use an "
-                              "unconditional teacher and student (or dmd2 for class-conditional ones)")
         super().__init__(cfg, student, teacher, data, seed, **kwargs)
         device = next(teacher.parameters()).device
 
-        def initial_samples(generator: torch.Generator) -> Tensor:
-            """A batch of the initial generator G_0's one-step samples (n, *shape)."""
+        def initial_samples(generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+            """A batch of the initial generator G_0's one-step samples (n, *shape), with the
+            random class labels (n,) they were drawn for (None for an unconditional student)."""
             n = cfg.record_batch_size
             with torch.no_grad():
                 z = torch.randn(n, *self.shape, generator=generator).to(device)
-                return self.student.x0(self.student.schedule.prior_scale() * z, torch.ones(n, device=device))
+                labels = (torch.randint(0, self.student.num_classes, (n,), generator=generator).to(device)
+                          if self.student.conditional else None)
+                x = self.student.x0(self.student.schedule.prior_scale() * z, torch.ones(n, device=device), labels)
+                return x, labels
 
         self.path = record_degradation_path(teacher, initial_samples, cfg.record_steps, cfg.path_points,
                                             cfg.record_lr, cfg.t_min, cfg.t_max, seed)
