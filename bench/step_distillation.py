@@ -28,8 +28,10 @@ METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "in
            "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
            "twinflow", "multi-student", "dmd-decoupled")
 # further recipes of a method, run after its own: configs/toy2d/<variant>-<dataset>.yaml (the
-# small multi-students and their one-student baseline of the same size)
-VARIANTS = {"multi-student": ("multi-student-small", "multi-student-small-k1")}
+# small multi-students and their one-student baseline of the same size; SiD from random weights
+# and disback on SiD from random weights, its key effect)
+VARIANTS = {"multi-student": ("multi-student-small", "multi-student-small-k1"), "sid": ("sid-random",),
+            "disback": ("disback-sid",)}
 # configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
 # classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")

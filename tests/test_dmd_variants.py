@@ -12,6 +12,7 @@ from distill.data.toy2d import TOY_CONFIGS, interior_modes
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.decoupled_dmd import DecoupledDMD
 from distill.diffusion.methods.disback import DisBack, record_degradation_path
+from distill.diffusion.methods.distribution_matching import score_identity_loss
 from distill.diffusion.methods.multi_student import MultiStudent
 from distill.diffusion.methods.phased_dmd import (
     PhasedDMD,
@@ -87,6 +88,33 @@ def test_disback_backtracks_from_the_generator_to_the_teacher():
         DisBack(DisBack.Config(fake_score={"kind": "lora"}), mlp_denoiser(), teacher, data)
     with pytest.raises(ValidationError, match="one-step"):
         DisBack.Config(student_steps=2)
+
+
+def test_disback_on_sid_scores_the_generator_against_the_current_target():
+    """`base: sid`: SiD's score-identity loss with the backtracked checkpoint in the teacher's
+    place, differentiated through the target's and the fake score's predictions into the
+    generator only."""
+    data, teacher = toy_data(), mlp_denoiser(1).requires_grad_(False)
+    cfg = DisBack.Config(base="sid", alpha=1.2, path_points=2, record_steps=20, record_batch_size=64,
+                         backtrack_steps=10)
+    method = DisBack(cfg, mlp_denoiser(1), teacher, data)
+    method.before_step(0)
+    torch.manual_seed(3)
+    losses = method({"x": data.train[:32]}, "student", 0)
+    assert set(losses) == {"score_identity"}
+    losses["score_identity"].backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(p.grad is None for p in method.target.parameters())
+    assert all(p.grad is None for p in method.teacher.parameters())
+    # against the target s_1 (the same noise replayed), which is not the teacher
+    torch.manual_seed(3)
+    x, t, x_t = method.noised_generator_sample(32, None, CPU)
+    expected = score_identity_loss(x, method.target.x0(x_t, t, None), method.fake.x0(x_t, t, None), 1.2)
+    torch.testing.assert_close(losses["score_identity"], expected)
+    with_teacher = score_identity_loss(x, teacher.x0(x_t, t, None), method.fake.x0(x_t, t, None), 1.2)
+    assert not torch.allclose(with_teacher, expected)
+    with pytest.raises(ValidationError, match="GAN"):
+        DisBack.Config(base="sid", gan_weight=0.1)
 
 
 # ------------------------------------------------------------------------------ dmd-phased

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config
+from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config, score_identity_loss
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.errors import ConfigError
 from distill.registry import METHODS
@@ -23,6 +23,10 @@ from distill.registry import METHODS
 class DisBackConfig(DMD2Config):
     name: Literal["disback"] = "disback"  # type: ignore[assignment]
     fake_updates: int = Field(1, ge=1, description="fake-score updates per generator update")
+    base: Literal["dmd2", "sid"] = Field("dmd2", description=(
+        "the score distillation whose real score is backtracked: dmd2's distribution-matching "
+        "gradient, or SiD's score-identity loss (alpha)"))
+    alpha: float = Field(1.2, description="alpha of the SiD loss when base: sid")
     path_points: int = Field(4, ge=1, description=(
         "N: checkpoints recorded along the degradation path (the last one fits the initial "
         "generator; the teacher is the path's start)"))
@@ -39,6 +43,8 @@ class DisBackConfig(DMD2Config):
         if self.student_steps != 1:
             raise ValueError("disback distils a one-step generator (student_steps: 1); use dmd2 "
                              "for multi-step students")
+        if self.base == "sid" and self.gan_weight:
+            raise ValueError("the SiD base has no GAN head: set gan_weight: 0 or base: dmd2")
         if self.path_points > self.record_steps:
             raise ValueError(f"path_points ({self.path_points}) cannot exceed record_steps "
                              f"({self.record_steps}): a checkpoint is kept at most once per step")
@@ -149,3 +155,11 @@ class DisBack(DMD2):
 
     def real_x0(self, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
         return self.target.x0(x_t, t, labels, self.cfg.guidance)
+
+    def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
+                         device: torch.device) -> dict[str, Tensor]:
+        if self.cfg.base == "dmd2":
+            return super().generator_losses(batch, n, labels, device)
+        x, t, x_t = self.noised_generator_sample(n, labels, device)  # SiD's loss against the current target
+        target_x0 = self.real_x0(x_t, t, labels)
+        return {"score_identity": score_identity_loss(x, target_x0, self.fake.x0(x_t, t, labels), self.cfg.alpha)}
