@@ -80,29 +80,37 @@ def record_degradation_path(teacher: Denoiser, samples: Callable[[torch.Generato
                   paper="Distribution Backtracking Builds A Faster Convergence Trajectory for One-step Diffusion Distillation (Zhang et al., 2024)")
 class DisBack(DMD2):
     """Zhang et al. 2024 (DisBack). Score distillation whose target score moves: at the start
-    the generator G_0 (here initialised from the teacher) is far from the teacher's
-    distribution, so the teacher's score at its samples is a poor guide ("score mismatch").
+    the generator G_0 (the teacher's weights or random ones: `student.init`) is far from the
+    teacher's distribution, so the teacher's score at its samples is a poor guide ("score
+    mismatch").
 
     Stage 1, degradation recording (`record_degradation_path`, before training): a copy of the
     teacher is fine-tuned on G_0's samples and N checkpoints s_1..s_N are kept; s_N scores
     G_0's distribution and the teacher is s_0. Stage 2, backtracking: the fake score starts
-    from s_N (it already fits G_0), and the real score of the distribution-matching gradient
-    (`dmd2`'s, Eq. 7-8 of DMD) is s_{N-1} for the first `backtrack_steps` trainer steps, then
-    s_{N-2}, ..., and the teacher s_0 from stage N on; the generator follows a path of
+    from s_N (it already fits G_0), and the real score of the generator's loss (`dmd2`'s
+    gradient, Eq. 7-8 of DMD, or SiD's loss) is s_{N-1} for the first `backtrack_steps` trainer
+    steps, then s_{N-2}, ..., and the teacher s_0 from stage N on; the generator follows a path of
     intermediate distributions from its own towards the teacher's.
 
     Implemented: both stages, the checkpoint schedule on fixed trainer-step intervals, the
-    fake score initialised at the path's end, everything else as `dmd2` (fake updates, CFG,
-    backward simulation). The path is recorded on the CPU before training and re-recorded
-    (seeded, so identically with the same torch build) when a run is resumed, so it is not
-    checkpointed; its N states stay in host memory. Not implemented: the paper's SiD-based variant; a
-    convergence criterion for switching checkpoints (fixed intervals instead).
+    fake score initialised at the path's end, and two score distillations to backtrack
+    (`base`): `dmd2`'s gradient (its fake updates, CFG) or SiD's
+    score-identity loss (`sid`'s, with the current target in the teacher's place). The path is
+    recorded on the CPU before training and re-recorded (seeded, so identically with the same
+    torch build) when a run is resumed, so it is not checkpointed; its N states stay in host
+    memory. Not implemented: a convergence criterion for switching checkpoints (fixed
+    intervals, as the released code); the GAN terms of the paper's SDXL code.
 
-    Key effect not shown on the toys (docs/methods.md#disback, BENCHMARKS.md): from the
-    teacher's weights disback is not faster than `dmd2`, and from random weights it is ahead on
-    2 of 4 seeds at 3000 steps (0.1724 / 0.1682 / 0.1759 / 0.1687 vs 0.1961 / 0.1769 / 0.1749 /
-    0.1658); on digits (class-conditional) it is slower: 1-step FID 43.7 / 23.3 / 13.8 vs 24.7 /
-    17.0 / 12.9 at 250 / 500 / 1000 trainer steps.
+    Key effect (docs/methods.md#disback, BENCHMARKS.md), shown on SiD from random weights
+    (`configs/toy2d/disback-sid-8gaussians.yaml`, gated): plain `sid`'s one-step generator is
+    still collapsed after 2000 steps (1-step SWD 0.4414-0.4656, seeds 0-3) and needs
+    3000-4000; backtracked, it has left the collapse by 2000 (0.1807-0.1881). With one path
+    point (fake score fitted to the generator, the teacher as target at once) it stays
+    collapsed (0.4607 / 0.4485), so the backtracking does it. On `dmd2` it does not show: from
+    the teacher's weights not faster; from random weights `dmd2` leaves its collapse by 2000
+    steps on its own (0.1661, backtracked 0.1817; at 3000 disback is ahead on 2 of 4 seeds);
+    on digits slower (1-step FID 43.7 / 23.3 /
+    13.8 vs 24.7 / 17.0 / 12.9 at 250 / 500 / 1000 trainer steps).
     """
 
     Config = DisBackConfig
