@@ -94,12 +94,12 @@ class DisBack(DMD2):
 
     Implemented: both stages, the checkpoint schedule on fixed trainer-step intervals, the
     fake score initialised at the path's end, and two score distillations to backtrack
-    (`base`): `dmd2`'s gradient (its fake updates, CFG) or SiD's
-    score-identity loss (`sid`'s, with the current target in the teacher's place). The path is
-    recorded on the CPU before training and re-recorded (seeded, so identically with the same
-    torch build) when a run is resumed, so it is not checkpointed; its N states stay in host
-    memory. Not implemented: a convergence criterion for switching checkpoints (fixed
-    intervals, as the released code); the GAN terms of the paper's SDXL code.
+    (`base`): `dmd2`'s gradient (its fake updates, CFG) or SiD's score-identity loss (`sid`'s,
+    with the current target in the teacher's place). The path is recorded on the CPU before
+    training and re-recorded (seeded, so identically with the same torch build) when a run is
+    resumed, so it is not checkpointed; its N states stay in host memory. Not implemented: a
+    convergence criterion for switching checkpoints (fixed intervals, as the released code);
+    the GAN terms of the paper's SDXL code.
 
     Key effect (docs/methods.md#disback, BENCHMARKS.md), shown on SiD from random weights
     (`configs/toy2d/disback-sid-8gaussians.yaml`, gated): plain `sid`'s one-step generator is
@@ -109,8 +109,8 @@ class DisBack(DMD2):
     collapsed (0.4607 / 0.4485), so the backtracking does it. On `dmd2` it does not show: from
     the teacher's weights not faster; from random weights `dmd2` leaves its collapse by 2000
     steps on its own (0.1661, backtracked 0.1817; at 3000 disback is ahead on 2 of 4 seeds);
-    on digits slower (1-step FID 43.7 / 23.3 /
-    13.8 vs 24.7 / 17.0 / 12.9 at 250 / 500 / 1000 trainer steps).
+    on digits slower (1-step FID 43.7 / 23.3 / 13.8 vs 24.7 / 17.0 / 12.9 at 250 / 500 / 1000
+    trainer steps).
     """
 
     Config = DisBackConfig
@@ -166,8 +166,10 @@ class DisBack(DMD2):
 
     def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
                          device: torch.device) -> dict[str, Tensor]:
+        """`dmd2`'s losses, or (base: sid) SiD's score-identity loss with the current target
+        s_{N-1-stage} in the teacher's place."""
         if self.cfg.base == "dmd2":
             return super().generator_losses(batch, n, labels, device)
-        x, t, x_t = self.noised_generator_sample(n, labels, device)  # SiD's loss against the current target
+        x, t, x_t = self.noised_generator_sample(n, labels, device)
         target_x0 = self.real_x0(x_t, t, labels)
         return {"score_identity": score_identity_loss(x, target_x0, self.fake.x0(x_t, t, labels), self.cfg.alpha)}
