@@ -14,7 +14,7 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
-from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config, score_identity_loss
+from distill.diffusion.methods.distribution_matching import DMD2, DMD2Config, SiD
 from distill.diffusion.methods.teacher import denoising_loss
 from distill.errors import ConfigError
 from distill.registry import METHODS
@@ -171,6 +171,4 @@ class DisBack(DMD2):
         s_{N-1-stage} in the teacher's place."""
         if self.cfg.base == "dmd2":
             return super().generator_losses(batch, n, labels, device)
-        x, t, x_t = self.noised_generator_sample(n, labels, device)
-        target_x0 = self.real_x0(x_t, t, labels)
-        return {"score_identity": score_identity_loss(x, target_x0, self.fake.x0(x_t, t, labels), self.cfg.alpha)}
+        return SiD.generator_losses(self, batch, n, labels, device)  # its real score is self.real_x0

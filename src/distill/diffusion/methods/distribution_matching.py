@@ -403,7 +403,7 @@ class SiD(DMD2):
     def generator_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
                          device: torch.device) -> dict[str, Tensor]:
         x, t, x_t = self.noised_generator_sample(n, labels, device)
-        real_x0 = self.teacher.x0(x_t, t, labels, self.cfg.guidance)
+        real_x0 = self.real_x0(x_t, t, labels)
         fake_x0 = self.fake.x0(x_t, t, labels)
         return {"score_identity": score_identity_loss(x, real_x0, fake_x0, self.cfg.alpha)}
 
