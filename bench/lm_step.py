@@ -32,7 +32,7 @@ import torch
 from common import REPO, peak_rss_mib, reset_peak_rss, rss_mib
 
 from distill.config import load_config
-from distill.lm.runner import build_lm
+from distill.lm.task import build_lm
 
 GKD_BETA = {"forward-kl": 0.0, "jsd": 0.5, "reverse-kl": 1.0}
 LR = 3e-3

@@ -154,3 +154,20 @@ def test_images_too_small_for_the_unet(tmp_path: Path):
                       "method: {name: teacher}\ntrain: {steps: 2, batch_size: 8}\n")
     out = invoke_run(str(config), "--run-dir", str(tmp_path / "run"))
     assert "multiples of 4" in out and "6x6" in out
+
+
+def test_a_teacher_of_another_family_is_refused_naming_both(teacher_run: Path, tmp_path: Path):
+    """A denoiser run as a classifier's teacher, and a classifier run as a denoiser's teacher."""
+    classifier = ["data={name: 8gaussians, labelled: true, n: 1024, n_test: 256}",
+                  "student={name: mlp-classifier, hidden: [16]}", "train={steps: 2, batch_size: 64, progress: false}",
+                  "eval={timing_repeats: 0}"]
+    out = runner.invoke(app, ["run", str(CONFIGS / "ode-pairs-8gaussians.yaml"), *classifier, "method={name: kd}",
+                              f"teacher={{name: run, path: {teacher_run}}}", "--run-dir", str(tmp_path / "kd")])
+    assert out.exit_code == 2 and "'distill.denoiser/v2' export, not a classifier" in out.output
+    config = tmp_path / "classifier.yaml"
+    config.write_text("name: c\nmethod: {name: supervised}\n" + "".join(
+        f"{o.split('=', 1)[0]}: {o.split('=', 1)[1]}\n" for o in classifier))
+    assert runner.invoke(app, ["run", str(config), "--run-dir", str(tmp_path / "c")]).exit_code == 0
+    out = runner.invoke(app, ["run", str(CONFIGS / "ode-pairs-8gaussians.yaml"), "data.n=2048",
+                              f"teacher={{name: run, path: {tmp_path / 'c'}}}", "--run-dir", str(tmp_path / "o")])
+    assert out.exit_code == 2 and "'distill.classifier/v1' export, not a denoiser" in out.output

@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from distill.cli import app
 from distill.config import validate_config
 from distill.data.base import ArrayData
 from distill.data.features_file import FeaturesFileConfig
 from distill.data.mnist1d import Mnist1DConfig
 from distill.errors import ConfigError, DataError, ModelMismatchError
 from distill.kd.methods.logits import kept_labels, labelled_cross_entropy
-from distill.kd.runner import check_classification_data
+from distill.kd.task import check_classification_data
 from distill.models.classifiers import (
     CNN1DConfig,
     CNN2DConfig,
@@ -167,6 +169,15 @@ def test_kd_run_end_to_end_and_teacher_class_mismatch(tmp_path: Path):
         student = {r["model"]: r for r in result.rows}["student"]
         assert 0 <= student["agreement"] <= 1 and student["kl_to_teacher"] >= 0
         assert (result.run_dir / "student" / "model.safetensors").is_file() and result.report.is_file()
+    # `distill eval` / `distill report` find the classify task from the export and eval.json
+    (result.run_dir / "eval.json").unlink()
+    assert CliRunner().invoke(app, ["eval", str(result.run_dir)]).exit_code == 0
+    untimed = [{k: v for k, v in r.items() if k != "ms_per_sample"} for r in evaluated["rows"]]
+    again = json.loads((result.run_dir / "eval.json").read_text())["rows"]
+    assert [{k: v for k, v in r.items() if k != "ms_per_sample"} for r in again] == untimed
+    result.report.unlink()
+    assert CliRunner().invoke(app, ["report", str(result.run_dir)]).exit_code == 0
+    assert "agrees with the teacher" in result.report.read_text()
 
     data4 = blobs_npz(tmp_path / "four.npz", classes=4)
     cfg = classify_config("s", data4, {"name": "kd"}, teacher={"name": "run", "path": str(tmp_path / "teacher")})

@@ -14,7 +14,7 @@ from distill.config import validate_config
 from distill.errors import ConfigError, ModelMismatchError
 from distill.kd.export import load_classifier
 from distill.kd.methods.online import balanced_divergence
-from distill.kd.runner import build_classify
+from distill.kd.task import build_classify
 from distill.models.classifiers import DualHeadClassifier, MLPClassifierConfig
 from distill.runner import run
 from distill.train.batches import BatchStream

@@ -98,7 +98,7 @@ def lelp_config(data: Path, teacher: Path, **method):
 
 
 def test_teacher_subclass_targets_keep_the_teachers_class_probabilities(two_class_blobs, tmp_path: Path):
-    from distill.kd.runner import build_classify  # the method as the runner builds it
+    from distill.kd.task import build_classify  # the method as the runner builds it
 
     data, teacher = two_class_blobs
     method = build_classify(lelp_config(data, teacher))[3]

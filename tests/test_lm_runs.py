@@ -71,6 +71,13 @@ def test_tiny_lm_run_trains_exports_evaluates_and_resumes(lm_files: Path, tmp_pa
     assert "perplexity" in html and "KL(teacher || student)" in html
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss/student/kd", "loss/student/ce"} <= set(log[-1])
+    # `distill eval` / `distill report` find the lm task from the export and eval.json
+    (tmp_path / "run" / "report.html").unlink()
+    assert CliRunner().invoke(app, ["eval", str(tmp_path / "run")]).exit_code == 0
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["rows"][1]["perplexity"] == pytest.approx(
+        rows["student"]["perplexity"])
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "run")]).exit_code == 0
+    assert "KL(teacher || student)" in (tmp_path / "run" / "report.html").read_text()
     again = run(load_config(lm_files / "run.yaml", ["train.steps=8"]), tmp_path / "run")
     assert again.rows  # resumed from step 6 (checkpoint with tied weights) and went on to 8
     state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*8/trainer_state.json")).read_text())

@@ -16,10 +16,11 @@ from distill.config import load_config
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.methods.scm import ContinuousConsistencyDistillation as SCM
+from distill.diffusion.task import build_student
 from distill.diffusion.trigflow import from_schedule, theta_of_time, to_schedule, trig_velocity
 from distill.errors import ConfigError, ModelMismatchError
 from distill.models.mlp import MLPConfig, TimeMLP
-from distill.runner import build_student, run
+from distill.runner import run
 
 SCALE = 1.7  # the data is N(0, SCALE² I)
 

@@ -1,23 +1,47 @@
-"""The `distill` command line: run, eval, report, list, demo, lm cache-teacher."""
+"""The `distill` command line: run, eval, report, list, demo, and each family's own commands
+(`distill lm ...`), loaded when first named (`distill.registry.FAMILY_COMMANDS`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from distill.errors import DistillError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class FamilyCommands(TyperGroup):
+    """The root command group: the shared commands, plus each family's command group, imported
+    only when it is named or listed (so `distill run` loads no family's command code)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from distill.registry import family_commands
+
+        return [*super().list_commands(ctx), *sorted(family_commands())]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from distill.registry import family_commands
+
+        found = super().get_command(ctx, name)
+        if found is None and name in family_commands():
+            found = typer.main.get_command(family_commands()[name]())
+            found.name = name
+        return found
+
+
+app = typer.Typer(cls=FamilyCommands, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Distil a slow or large teacher into a fast or small student.")
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
-def _fail(err: DistillError) -> None:
+def fail(err: DistillError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
@@ -66,7 +90,7 @@ def run(
         cfg = load_config(config, overrides or [])
         result = run_(cfg, run_dir, force=force, evaluate=evaluate)
     except DistillError as err:
-        _fail(err)
+        fail(err)
         return
     if result.rows:
         print_eval_table(json.loads((result.run_dir / "eval.json").read_text()), cfg.name)
@@ -83,7 +107,7 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a finished run directory
     try:
         evaluate_run(run_dir)
     except DistillError as err:
-        _fail(err)
+        fail(err)
     print_eval_table(json.loads((run_dir / "eval.json").read_text()), run_dir.name)
     console.print(f"report: {run_dir / 'report.html'}")
 
@@ -96,18 +120,17 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     try:
         path = write_report(run_dir)
     except DistillError as err:
-        _fail(err)
+        fail(err)
         return
     console.print(f"report: {path}")
 
 
 @app.command("list")
 def list_() -> None:
-    """Registered methods, datasets, models and teacher sources, with the paper each implements."""
-    import distill.components  # noqa: F401
-    from distill.registry import DATASETS, METHODS, MODELS, TEACHERS
+    """Registered tasks (families), methods, datasets, models and teacher sources, with the paper each implements."""
+    from distill.registry import DATASETS, METHODS, MODELS, TASKS, TEACHERS
 
-    for registry in (METHODS, DATASETS, MODELS, TEACHERS):
+    for registry in (TASKS, METHODS, DATASETS, MODELS, TEACHERS):
         table = Table(title=f"{registry.kind}s", title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("what it does")
@@ -115,56 +138,6 @@ def list_() -> None:
         for entry in registry:
             table.add_row(entry.name, entry.summary, entry.paper or "—")
         console.print(table)
-
-
-lm_app = typer.Typer(no_args_is_help=True, help="Language-model distillation tools.")
-app.add_typer(lm_app, name="lm")
-
-
-@lm_app.command("cache-teacher")
-def cache_teacher(
-    config: Annotated[Path, typer.Argument(help="an LM run config (its teacher, data and method.top_k)")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides: method.top_k=32")] = None,
-    out: Annotated[Path | None, typer.Option(help="cache directory (default: the config's method.cache_dir)")] = None,
-) -> None:
-    """Write the teacher's top-k next-token log-probs of the config's training text to sharded
-    safetensors files; re-running resumes after the last finished shard. Train from it with
-    method.signal=cache method.cache_dir=<out>."""
-    from distill.config import load_config
-    from distill.lm.runner import cache_teacher as cache_teacher_
-
-    try:
-        cfg = load_config(config, overrides or [])
-        directory, manifest = cache_teacher_(cfg, out)
-    except DistillError as err:
-        _fail(err)
-        return
-    identity = manifest["identity"]
-    console.print(f"teacher cache: {directory} ({identity['rows']} blocks of {identity['block_size']} "
-                  f"tokens, top-{identity['k']}, {len(manifest['shards'])} shards)")
-
-
-@lm_app.command("generate")
-def generate(
-    config: Annotated[Path, typer.Argument(help="an LM run config (its teacher)")],
-    prompts: Annotated[Path, typer.Option(help="prompts: .txt (one per line) or .jsonl ({'prompt': ...})")],
-    out: Annotated[Path, typer.Option(help="the jsonl of {prompt, completion} to write (resumes)")],
-    max_new_tokens: Annotated[int, typer.Option(help="tokens per completion")] = 64,
-    temperature: Annotated[float, typer.Option(help="sampling temperature; 0: greedy")] = 0.7,
-    seed: Annotated[int, typer.Option(help="sampling seed (prompt i uses seed + i)")] = 0,
-) -> None:
-    """The config's teacher completes every prompt; train on the result with method seq-kd and
-    data.path=<out>. Re-running resumes after the last finished line."""
-    from distill.config import load_config
-    from distill.lm.runner import generate_for
-
-    try:
-        n = generate_for(load_config(config), prompts, out, max_new_tokens=max_new_tokens,
-                         temperature=temperature, seed=seed)
-    except DistillError as err:
-        _fail(err)
-        return
-    console.print(f"teacher generations: {out} ({n} prompts)")
 
 
 @app.command()
@@ -179,7 +152,7 @@ def demo(
     try:
         run_demo(out, dataset, console)
     except DistillError as err:
-        _fail(err)
+        fail(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

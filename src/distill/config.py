@@ -124,9 +124,8 @@ def _run_config_model(signature: tuple[tuple[str, ...], ...]) -> type[BaseModel]
 
 
 def run_config_model() -> type[BaseModel]:
-    """The RunConfig pydantic model for everything registered now."""
-    import distill.components  # noqa: F401  (registers the built-in components)
-
+    """The RunConfig pydantic model for everything registered (the registries load the
+    built-in components on first use)."""
     signature = tuple(tuple(r.names()) for r in (DATASETS, TEACHERS, MODELS, METHODS))
     return _run_config_model(signature)
 

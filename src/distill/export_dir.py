@@ -1,6 +1,7 @@
-"""Export directories: every exported model (denoiser, classifier) is written into a temporary
-sibling and swapped into place, so a crash never leaves a half-written student; and read back
-with errors that name the file."""
+"""Run outputs written so that a crash never leaves them half-written: every exported model
+(denoiser, classifier, LM) goes into a temporary sibling directory swapped into place, and
+single files (config.yaml, eval.json) are replaced atomically; exports are read back with
+errors that name the file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from distill.errors import CheckpointError
+
+META_FILE = "distill.json"  # every export's metadata: its "format" names the task that reads it
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary sibling and an atomic rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @contextmanager

@@ -88,8 +88,9 @@ class Method(nn.Module):
     """
 
     Config: ClassVar[type[MethodConfig]]
-    family: ClassVar[str] = "diffusion"  # or "classify": which runner builds, exports, evaluates
+    family: ClassVar[str] = "diffusion"  # the registered task (distill.task) that runs it
     needs_teacher: ClassVar[bool] = True
+    trains_teacher: ClassVar[bool] = False  # trains a model from data, for a recipe teacher
     frozen_modules: ClassVar[tuple[str, ...]] = ("teacher",)
     student: nn.Module
 

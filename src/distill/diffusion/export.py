@@ -27,13 +27,13 @@ from torch import nn
 
 from distill.diffusion.denoiser import Denoiser
 from distill.errors import CheckpointError
-from distill.export_dir import load_weights_into, read_meta_json, staged_directory
+from distill.export_dir import META_FILE, load_weights_into, read_meta_json, staged_directory
 from distill.models.image import TRAIN_TIMESTEPS, DiffusersNet
 from distill.registry import MODELS
 
 FORMAT = "distill.denoiser/v2"
 LEGACY_FORMAT = "distill.denoiser/v1"  # points only: config.json with "dim"
-META_FILE = "distill.json"
+DIFFUSERS_FORMAT = "diffusers"  # the metadata of a diffusers folder loaded as a teacher
 PLAIN_WEIGHTS = "model.safetensors"
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TIME_GAP_WEIGHTS = "time_gap.safetensors"
@@ -213,7 +213,7 @@ def load_diffusers_denoiser(directory: Path, schedule: str | None = None,
     denoiser = freeze(Denoiser(net, schedule, prediction, num_classes=classes))
     size = model.config.sample_size
     size = size[0] if isinstance(size, list | tuple) else size
-    meta = {"format": "diffusers", "model": {"name": f"diffusers:{class_name}"},
+    meta = {"format": DIFFUSERS_FORMAT, "model": {"name": f"diffusers:{class_name}"},
             "shape": [model.config.in_channels, size, size], "num_classes": classes,
             "schedule": schedule, "prediction": prediction, "preconditioning": "none",
             "role": "teacher", "steps": None, "sampler": "euler"}

@@ -16,12 +16,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from distill.errors import CheckpointError
-from distill.export_dir import load_weights_into, read_meta_json, staged_directory
+from distill.export_dir import META_FILE, load_weights_into, read_meta_json, staged_directory
 from distill.models.classifiers import parameter_count
 from distill.registry import MODELS
 
 FORMAT = "distill.classifier/v1"
-META_FILE = "distill.json"
 WEIGHTS = "model.safetensors"
 
 
@@ -36,11 +35,6 @@ def save_classifier(directory: Path, model: nn.Module, model_cfg: Any, shape: tu
             "num_classes": num_classes, "parameters": parameter_count(model), "weights": WEIGHTS,
             **meta}, indent=2))
     return Path(directory)
-
-
-def is_classifier_export(directory: Path) -> bool:
-    path = Path(directory) / META_FILE
-    return path.is_file() and f'"{FORMAT}"' in path.read_text(errors="replace")
 
 
 def load_classifier(directory: Path) -> tuple[nn.Module, dict[str, Any]]:

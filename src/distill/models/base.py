@@ -43,6 +43,7 @@ class ModelConfig(BaseModel):
         "time: expert k serves the k-th of K equal time intervals from noise to data "
         "(dmd-phased); class: the classes split into K contiguous groups (multi-student)"))
     supports_two_time: ClassVar[bool] = False
+    supports_experts: ClassVar[bool] = True  # False: saved as one diffusers model, no expert copies
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -82,11 +83,9 @@ class ModelConfig(BaseModel):
                               "use the mlp or unet backbone for flow-map students")
         net = self.build(shape, num_classes)
         if self.experts > 1:
-            from distill.models.image import DiffusersNet  # image.py imports this module
-
-            if isinstance(net, DiffusersNet):
+            if not self.supports_experts:
                 raise ConfigError(f"student.experts: the {self.name!r} backbone is a diffusers model, "
-                                  "which is saved as one network; use the mlp or dit backbone for time experts")
+                                  "which is saved as one network; use the mlp backbone for experts")
             nets = [net, *(self.build(shape, num_classes) for _ in range(self.experts - 1))]
             if self.expert_routing == "time":
                 net = TimeExperts(nets)

@@ -119,6 +119,7 @@ class UNetConfig(ModelConfig):
     attention: bool = Field(False, description="self-attention blocks at the lowest resolution")
     norm_groups: int = Field(8, gt=0)
     supports_two_time: ClassVar[bool] = True
+    supports_experts: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _groups_divide(self) -> UNetConfig:
@@ -165,6 +166,7 @@ class DiTConfig(ModelConfig):
     layers: int = Field(4, gt=0)
     heads: int = Field(4, gt=0)
     head_dim: int = Field(32, gt=0)
+    supports_experts: ClassVar[bool] = False
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         _, size, _ = _check_image_shape(shape)

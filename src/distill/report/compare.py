@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from distill.task import task_of_eval
+
 # Metrics where a larger value is better; every other metric is lower-is-better.
 HIGHER_IS_BETTER = frozenset({"mode_coverage", "coverage", "precision", "recall", "accuracy",
                               "class_accuracy"})
 
-_MISSING = "—"
+MISSING = "—"  # a cell with no value
 
 
 def higher_is_better(metric: str) -> bool:
@@ -103,21 +105,21 @@ def comparison_rows(
 def format_metric(value: Any) -> str:
     """A metric value to 4 significant digits; a dash when missing."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return _MISSING
+        return MISSING
     return f"{value:.4g}"
 
 
 def format_ms(value: Any) -> str:
     """Milliseconds with 3 decimals; a dash when missing."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return _MISSING
+        return MISSING
     return f"{value:.3f}"
 
 
 def format_speedup(speedup: float | None, lower_bound: bool = False) -> str:
     """`52.1×`, or `≥ 64.0×` when the speed-up is only a lower bound; a dash when unknown."""
     if speedup is None or not math.isfinite(speedup):
-        return _MISSING
+        return MISSING
     if speedup < 1:
         text = f"{speedup:.2g}×"
     else:
@@ -129,18 +131,22 @@ def _sort_key(row: dict) -> tuple:
     return (str(row.get("model")), str(row.get("sampler", "")), _nfe(row), _ms(row))
 
 
-def format_table(
+def format_table(eval_data: dict) -> list[list[str]]:
+    """The comparison table of an eval.json as strings (a header row, then the rows), laid out
+    by the task that wrote it (`Task.table`)."""
+    task = task_of_eval(eval_data)
+    return nfe_table(eval_data) if task is None else task.table(eval_data)
+
+
+def nfe_table(
     eval_data: dict, rows: list[dict] | None = None, baseline: str = "teacher"
 ) -> list[list[str]]:
-    """The comparison table as strings: a header row, the baseline rows, then the other rows.
+    """The quality-vs-cost table: a header row, the baseline rows, then the other rows, each at
+    its sampler and NFE, with the speed-up over the baseline at equal quality.
 
     `rows` are comparison rows (default: `comparison_rows(eval_data)`); the speed-up columns
     refer to the primary metric.
     """
-    if eval_data.get("family") == "classify":
-        return classifier_table(eval_data)
-    if eval_data.get("family") == "lm":
-        return lm_table(eval_data)
     metric = eval_data.get("primary_metric") or "swd"
     metrics = list(eval_data.get("metrics") or [metric])
     if rows is None:
@@ -152,62 +158,31 @@ def format_table(
 
     def cells(row: dict) -> list[str]:
         nfe = row.get("nfe")
-        return [str(row.get("model", _MISSING)), str(row.get("sampler", _MISSING)),
-                _MISSING if nfe is None else str(nfe),
+        return [str(row.get("model", MISSING)), str(row.get("sampler", MISSING)),
+                MISSING if nfe is None else str(nfe),
                 *(format_metric(row.get(m)) for m in metrics),
                 format_ms(row.get("ms_per_sample"))]
 
     base_rows = [r for r in eval_data.get("rows") or [] if r.get("model") == baseline]
     for row in sorted(base_rows, key=_sort_key):
-        table.append([*cells(row), _MISSING, _MISSING, _MISSING])
+        table.append([*cells(row), MISSING, MISSING, MISSING])
     for row in rows:
         match = row.get("match_nfe")
         if match is None:
-            match_text = "none (better than all)" if row.get("speedup_lower_bound") else _MISSING
+            match_text = "none (better than all)" if row.get("speedup_lower_bound") else MISSING
         else:
             match_text = str(match)
         ratio = row.get("ratio_to_best_baseline")
         table.append([
             *cells(row), match_text,
             format_speedup(row.get("speedup"), bool(row.get("speedup_lower_bound"))),
-            _MISSING if ratio is None else f"{ratio:.3g}",
+            MISSING if ratio is None else f"{ratio:.3g}",
         ])
     return table
 
 
-def _percent(value: Any) -> str:
-    return _MISSING if _value({"v": value}, "v") is None else f"{100 * value:.1f}%"
 
 
-def classifier_table(eval_data: dict) -> list[list[str]]:
-    """Classifier KD rows as strings: model, parameters, accuracy, agreement with the teacher,
-    ECE, KL to the teacher and inference time, the teacher first."""
-    header = ["model", "parameters", "accuracy", "agreement", "ECE", "KL to teacher", "ms / sample"]
-    rows = sorted(eval_data.get("rows") or [], key=lambda r: r.get("model") != "teacher")
-    return [header] + [[
-        str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
-        _percent(r.get("accuracy")), _percent(r.get("agreement")), format_metric(r.get("ece")),
-        format_metric(r.get("kl_to_teacher")), format_ms(r.get("ms_per_sample")),
-    ] for r in rows]
-
-
-def lm_table(eval_data: dict) -> list[list[str]]:
-    """LM distillation rows as strings: model, parameters, held-out perplexity, KL to the
-    teacher per token, top-1 agreement, draft acceptance (teacher-forced, and measured with
-    assisted generation when the run asked for it) and forward tokens/s, the teacher first."""
-    header = ["model", "parameters", "perplexity", "KL to teacher", "top-1 agreement",
-              "draft acceptance", "tokens / teacher call (γ=4)", "tokens / s"]
-    rows = sorted(eval_data.get("rows") or [], key=lambda r: r.get("model") != "teacher")
-    assisted = eval_data.get("assisted")
-    if assisted:
-        header[-1:-1] = ["assisted acceptance (greedy)", f"assisted tokens / teacher call (γ={assisted['gamma']})"]
-    table = [header]
-    for r in rows:
-        cells = [str(r.get("model", _MISSING)), f"{r['parameters']:,}" if "parameters" in r else _MISSING,
-                 format_metric(r.get("perplexity")), format_metric(r.get("kl_to_teacher")),
-                 _percent(r.get("top1_agreement")), _percent(r.get("acceptance_rate")),
-                 format_metric(r.get("block_efficiency_4"))]
-        if assisted:
-            cells += [_percent(r.get("assisted_acceptance")), format_metric(r.get("assisted_tokens_per_call"))]
-        table.append(cells + [_MISSING if not r.get("tokens_per_sec") else f"{r['tokens_per_sec']:.0f}"])
-    return table
+def percent(value: Any) -> str:
+    """A fraction as a percentage with one decimal, or the missing mark."""
+    return MISSING if _value({"v": value}, "v") is None else f"{100 * value:.1f}%"

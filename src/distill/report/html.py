@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import tempfile
 from html import escape
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
 from distill.errors import CheckpointError
 from distill.report import plots
-from distill.report.compare import (
-    best_row,
-    comparison_rows,
-    format_metric,
-    format_speedup,
-    format_table,
-    metric_label,
-)
-
-BASELINE = "teacher"
+from distill.report.sections import img, note
+from distill.task import task_of_eval
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2937;
@@ -54,15 +44,6 @@ summary { cursor: pointer; color: #2563eb; }
 pre { background: #f3f4f6; padding: 12px; overflow-x: auto; font-size: 0.85em; }
 footer { color: #9ca3af; font-size: 0.8em; margin-top: 3em; }
 """
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{escape(text)}</p>'
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _read_config(path: Path) -> tuple[dict, str | None, str | None]:
@@ -117,184 +98,40 @@ def _read_samples(path: Path) -> tuple[dict[str, np.ndarray], str | None]:
     return samples, None if samples else "samples.safetensors holds no samples."
 
 
-def _steps(nfe: Any) -> str:
-    return f"{nfe} step{'' if nfe == 1 else 's'}"
-
-
-def summary_sentences(eval_data: dict, baseline: str = BASELINE) -> list[str]:
-    """One plain-text sentence per non-baseline row, on the primary metric."""
-    metric = eval_data.get("primary_metric") or "swd"
-    label = metric_label(metric)
-    base = [r for r in eval_data.get("rows") or [] if r.get("model") == baseline]
-    best = best_row(base, metric)
-    sentences = []
-    for row in comparison_rows(eval_data, metric, baseline):
-        text = f"{row.get('model')} at {_steps(row.get('nfe'))}: {label} "
-        text += format_metric(row.get(metric))
-        if best is None:
-            sentences.append(text + f" (no {baseline} rows to compare with).")
-            continue
-        text += f" vs {baseline}-{best.get('nfe')} {format_metric(best[metric])}"
-        speedup = row.get("speedup")
-        if speedup is None:
-            sentences.append(text + ".")
-        elif row.get("speedup_lower_bound"):
-            sentences.append(text + f"; better than every {baseline} setting, and "
-                             f"{format_speedup(speedup)} faster than {baseline}-{best.get('nfe')}.")
-        elif speedup >= 1:
-            sentences.append(text + f"; {format_speedup(speedup)} faster than the {baseline} at "
-                             f"equal quality ({baseline}-{row['match_nfe']}).")
-        else:
-            sentences.append(text + f"; {format_speedup(1 / speedup)} slower than the {baseline} "
-                             f"at equal quality ({baseline}-{row['match_nfe']}).")
-    return sentences
-
-
-def _table_html(eval_data: dict) -> str:
-    header, *body = format_table(eval_data, baseline=BASELINE)
-    head = "".join(f"<th>{escape(c)}</th>" for c in header)
-    lines = []
-    for cells in body:
-        cls = "" if cells[0] == BASELINE else ' class="other"'
-        lines.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(lines)}</tbody></table></div>")
-
-
-def _evaluation_html(eval_data: dict | None, problem: str | None) -> tuple[str, str]:
-    """(summary block, table + metric plots section)."""
-    if eval_data is None:
-        return "", "<h2>Evaluation</h2>" + _note(problem or "Not evaluated yet.")
-    if eval_data.get("family") == "classify":
-        return _classifier_html(eval_data)
-    if eval_data.get("family") == "lm":
-        return _lm_html(eval_data)
-    sentences = summary_sentences(eval_data)
-    summary = _summary_list(sentences)
-    meta = f"dataset {eval_data.get('dataset', '?')} · "
-    if eval_data.get("n_generated"):
-        meta += (f"{eval_data['n_generated']} generated samples per row vs "
-                 f"{eval_data.get('n_samples', '?')} reference samples")
-    else:
-        meta += f"{eval_data.get('n_samples', '?')} samples per row"
-    meta += f" · primary metric {metric_label(eval_data.get('primary_metric') or 'swd')}"
-    if eval_data.get("feature_net_test_accuracy") is not None:
-        meta += (" · image metrics in the features of a classifier with "
-                 f"{100 * eval_data['feature_net_test_accuracy']:.1f}% held-out accuracy")
-    parts = ["<h2>Comparison</h2>", f'<p class="meta">{escape(meta)}</p>']
-    parts.append(_table_html(eval_data) if eval_data["rows"] else _note("eval.json has no rows."))
-    floor = eval_data.get("floor") or {}
-    if floor:
-        values = ", ".join(f"{metric_label(k)} {format_metric(v)}" for k, v in floor.items()
-                           if k in (eval_data.get("metrics") or []))
-        if eval_data.get("floor_samples"):
-            parts.append(f'<p class="meta">data floor ({eval_data["floor_samples"]} held-out images '
-                         f"vs the training images): {escape(values)}. FID grows as the sample "
-                         "shrinks, so with fewer held-out images than generated ones this floor "
-                         "sits above what a perfect generator would score.</p>")
-        else:
-            parts.append(f'<p class="meta">data floor (held-out data vs training data): '
-                         f"{escape(values)}; differences below it are sampling noise.</p>")
-    straightness = eval_data.get("straightness") or {}
-    if straightness:
-        values = ", ".join(f"{name} {format_metric(v)}" for name, v in straightness.items())
-        parts.append(f'<p class="meta">path straightness (Liu et al. 2023: variance of the velocity '
-                     f"along each 64-step Euler path, per dimension; 0 is a straight path that one "
-                     f"Euler step follows exactly): {escape(values)}.</p>")
-    metrics = list(eval_data.get("metrics") or [eval_data.get("primary_metric") or "swd"])
-    figures = [_img(plots.metric_vs_nfe(eval_data, m, BASELINE), f"{m} vs NFE") for m in metrics]
-    parts += ["<h2>Quality vs function evaluations</h2>",
-              '<div class="grid">' + "".join(figures) + "</div>"]
-    return summary, "".join(parts)
-
-
-def _students_with_teacher(eval_data: dict) -> list[tuple[str, dict, dict]]:
-    """(name, row, teacher row) for every non-teacher row, when the run has a teacher row."""
-    rows = {r.get("model"): r for r in eval_data.get("rows") or []}
-    teacher = rows.get("teacher")
-    return [] if teacher is None else [(n, r, teacher) for n, r in rows.items() if n != "teacher"]
-
-
-def classifier_sentences(eval_data: dict) -> list[str]:
-    """One sentence per student row: accuracy and size against the teacher."""
-    out = []
-    for name, row, teacher in _students_with_teacher(eval_data):
-        text = (f"{name}: accuracy {100 * row['accuracy']:.1f}% vs teacher "
-                f"{100 * teacher['accuracy']:.1f}% with {teacher['parameters'] / row['parameters']:.1f}× "
-                f"fewer parameters")
-        if "agreement" in row:
-            text += f"; agrees with the teacher on {100 * row['agreement']:.1f}% of held-out inputs"
-        out.append(text + ".")
-    return out
-
-
-def lm_sentences(eval_data: dict) -> list[str]:
-    """One sentence per student row (perplexity, KL and size against the teacher), then the
-    teacher-hacking monitor's verdict when the run had one."""
-    out = []
-    for name, row, teacher in _students_with_teacher(eval_data):
-        text = (f"{name}: held-out perplexity {row['perplexity']:.2f} vs teacher "
-                f"{teacher['perplexity']:.2f} with {teacher['parameters'] / row['parameters']:.1f}× "
-                f"fewer parameters; KL(teacher || {name}) {row['kl_to_teacher']:.3f} nats per token, "
-                f"same top-1 token on {100 * row['top1_agreement']:.1f}% of positions; as a "
-                f"speculative draft, {100 * row['acceptance_rate']:.1f}% of its tokens accepted")
-        if "assisted_acceptance" in row:
-            text += (f" (measured in assisted generation, greedy: {100 * row['assisted_acceptance']:.1f}% "
-                     f"accepted, {row['assisted_tokens_per_call']:.2f} tokens per teacher call)")
-        if row.get("tokens_per_sec") and teacher.get("tokens_per_sec"):
-            text += f"; {row['tokens_per_sec'] / teacher['tokens_per_sec']:.1f}× the teacher's tokens/s"
-        out.append(text + ".")
-    monitor = eval_data.get("teacher_hacking")
-    if monitor:
-        out.append(("WARNING: " if monitor["hacking"] else "") + monitor["message"] + ".")
-    return out
-
-
-def _summary_list(sentences: list[str]) -> str:
-    return ('<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in sentences)
-            + "</ul>") if sentences else ""
-
-
-def _table_section(eval_data: dict, sentences: list[str], meta: str) -> tuple[str, str]:
-    """(summary list, comparison table with its meta line) for the families without NFE plots."""
-    return _summary_list(sentences), ("<h2>Comparison</h2>" + f'<p class="meta">{escape(meta)}</p>'
-                                      + _table_html(eval_data))
-
-
-def _classifier_html(eval_data: dict) -> tuple[str, str]:
-    meta = (f"dataset {eval_data.get('dataset', '?')} · {eval_data.get('n_samples', '?')} held-out "
-            "inputs · ECE: expected calibration error, 15 bins · KL: KL(teacher || model), nats")
-    return _table_section(eval_data, classifier_sentences(eval_data), meta)
-
-
-def _lm_html(eval_data: dict) -> tuple[str, str]:
-    meta = (f"text {eval_data.get('dataset', '?')} · {eval_data.get('n_tokens', '?')} held-out target "
-            "tokens · KL: KL(teacher || model) per token, nats · agreement: same argmax token · "
-            "draft acceptance: E[sum min(p_teacher, p_model)], teacher-forced; tokens per teacher "
-            "call for 4 drafted tokens: (1 - a^5) / (1 - a)")
-    return _table_section(eval_data, lm_sentences(eval_data), meta)
-
-
 def _samples_html(run_dir: Path) -> str:
     samples, problem = _read_samples(run_dir / "samples.safetensors")
     if not samples:
-        return "<h2>Samples</h2>" + _note(problem or "")
+        return "<h2>Samples</h2>" + note(problem or "")
     if all(v.ndim == 4 for v in samples.values()):
-        return "<h2>Samples</h2>" + _img(plots.image_grid(samples), "sample grids")
-    body = _img(plots.scatter_grid(samples), "sample scatter")
+        return "<h2>Samples</h2>" + img(plots.image_grid(samples), "sample grids")
+    body = img(plots.scatter_grid(samples), "sample scatter")
     return "<h2>Samples</h2>" + body
 
 
 def _training_html(records: list[dict]) -> str:
     if not records:
-        return "<h2>Training</h2>" + _note("No training metrics: metrics.jsonl missing or empty.")
+        return "<h2>Training</h2>" + note("No training metrics: metrics.jsonl missing or empty.")
     png = plots.loss_curves(records)
     last = records[-1]
     meta = f"{len(records)} logged steps, last step {last.get('step', '?')}"
     if isinstance(last.get("steps_per_sec"), int | float):
         meta += f" · {last['steps_per_sec']:.1f} steps/s"
-    body = _img(png, "loss curves") if png else _note("metrics.jsonl logs no loss values.")
+    body = img(png, "loss curves") if png else note("metrics.jsonl logs no loss values.")
     return f'<h2>Training</h2><p class="meta">{escape(meta)}</p>' + body
+
+
+def _evaluation_html(run_dir: Path, config: dict, eval_data: dict | None,
+                     problem: str | None) -> tuple[str, str, bool]:
+    """(summary block, evaluation section, whether to show samples), from the task that wrote
+    eval.json (else the task of the config's method)."""
+    task = task_of_eval(eval_data or {}, config)
+    shows_samples = task is None or task.has_samples
+    if eval_data is None:
+        return "", "<h2>Evaluation</h2>" + note(problem or "Not evaluated yet."), shows_samples
+    if task is None:
+        return "", "<h2>Evaluation</h2>" + note("eval.json names no family this version knows."), True
+    summary, body = task.report_sections(eval_data, run_dir)
+    return summary, body, shows_samples
 
 
 def render_report(run_dir: Path) -> str:
@@ -307,10 +144,10 @@ def render_report(run_dir: Path) -> str:
 
     title = escape(name) + (f' <span class="method">· {escape(str(method_name))}</span>'
                             if method_name else "")
-    summary, evaluation = _evaluation_html(eval_data, eval_problem)
+    summary, evaluation, shows_samples = _evaluation_html(run_dir, config, eval_data, eval_problem)
     config_block = "<h2>Config</h2>"
     if config_problem:
-        config_block += _note(config_problem)
+        config_block += note(config_problem)
     if config_text is not None:
         config_block += ("<details><summary>resolved config.yaml</summary>"
                          f"<pre>{escape(config_text)}</pre></details>")
@@ -323,9 +160,8 @@ def render_report(run_dir: Path) -> str:
         f"<body><main><h1>{title}</h1>",
         f'<p class="meta">run directory {escape(str(run_dir))}</p>',
         summary, evaluation,
-        "" if (eval_data or {}).get("family") in ("classify", "lm") else _samples_html(run_dir),
-        _training_html(_read_metrics(
-            run_dir / "metrics.jsonl")), config_block,
+        _samples_html(run_dir) if shows_samples else "",
+        _training_html(_read_metrics(run_dir / "metrics.jsonl")), config_block,
         f"<footer>generated by distill {escape(__version__)}</footer>",
         "</main></body></html>",
     ])

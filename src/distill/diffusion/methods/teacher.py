@@ -42,6 +42,7 @@ class TeacherTraining(Method):
 
     Config = TeacherTrainingConfig
     needs_teacher = False
+    trains_teacher = True
 
     def __init__(self, cfg: TeacherTrainingConfig, student: Denoiser, **_: object) -> None:
         super().__init__()

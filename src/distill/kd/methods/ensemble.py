@@ -11,7 +11,6 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch import Tensor, nn
 
 from distill.data.base import ArrayData
-from distill.diffusion.teachers import TeacherSource, teacher_source
 from distill.kd.methods.logits import (
     ClassifierMethod,
     ClassifierMethodConfig,
@@ -19,6 +18,7 @@ from distill.kd.methods.logits import (
 )
 from distill.method import ParamGroup
 from distill.registry import METHODS
+from distill.teachers import TeacherSource, teacher_source
 from distill.train.batches import Batch
 
 
@@ -31,7 +31,7 @@ def teacher_sections(value: Any) -> list[TeacherSource]:
 
 def load_teacher_ensemble(sources: list[TeacherSource], data: ArrayData, where: str) -> nn.ModuleList:
     """The frozen classifiers of `sources`, each checked against the data like the teacher."""
-    from distill.kd.runner import check_teacher_classifier
+    from distill.kd.task import check_teacher_classifier
 
     models = []
     for i, source in enumerate(sources):

@@ -73,7 +73,6 @@ class ClassifierMethod(Method):
     training rows = labelled split (+ unlabelled transfer set) with -100 for missing labels."""
 
     family: ClassVar[str] = "classify"
-    trains_teachers: ClassVar[bool] = False  # exported with role "teacher" (supervised)
     Config: ClassVar[type[ClassifierMethodConfig]] = ClassifierMethodConfig
 
     def __init__(self, cfg: ClassifierMethodConfig, *, student: nn.Module, teacher: nn.Module | None,
@@ -164,7 +163,7 @@ class Supervised(ClassifierMethod):
         name: Literal["supervised"] = "supervised"
 
     needs_teacher: ClassVar[bool] = False
-    trains_teachers: ClassVar[bool] = True
+    trains_teacher: ClassVar[bool] = True
 
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         logits = self.student(batch["x"])

@@ -1,34 +1,34 @@
-"""The LM side of a run: tokenize the text with the teacher's tokenizer, build the Llama
-student, (for signal: cache) build the teacher's top-k cache, export the trained student as a
-transformers folder, and evaluate it beside its teacher on the held-out blocks.
-
-`distill.runner.run` calls these when the method's family is "lm".
-"""
+"""The lm task: language-model distillation. Tokenizes the text with the teacher's tokenizer,
+builds the Llama student, (for signal: cache) builds the teacher's top-k cache, exports the
+trained student as a transformers folder, and evaluates it beside its teacher on the held-out
+blocks."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from distill.data.text import TextDataConfig, TokenData
-from distill.diffusion.teachers import load_configured_teacher
+from distill.data.text import TextDataConfig
 from distill.errors import ConfigError, DataError
-from distill.export_dir import read_meta_json, staged_directory
+from distill.export_dir import META_FILE, staged_directory, write_text_atomic
 from distill.lm.cache import build_topk_cache, cache_identity, load_topk_cache
 from distill.lm.loading import load_causal_lm
 from distill.lm.monitor import hacking_verdict
+from distill.lm.report import lm_sections, lm_table
 from distill.metrics.assisted import assisted_draft_stats
 from distill.metrics.lm import lm_scores
 from distill.models.causal_lm import LlamaStudentConfig
-from distill.registry import METHODS
+from distill.registry import METHODS, TASKS
+from distill.report.html import write_report
+from distill.task import Built, Task
+from distill.teachers import load_configured_teacher
 from distill.timing import best_seconds
 
 FORMAT = "distill.causal-lm/v1"
-META_FILE = "distill.json"
 
 
 def check_lm_config(cfg: Any) -> None:
@@ -70,7 +70,7 @@ def cache_teacher(cfg: Any, directory: Path | None = None) -> tuple[Path, dict[s
     return Path(directory), manifest
 
 
-def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, Any], Any]:
+def build_lm(cfg: Any, run_dir: Path) -> Built:
     """Token data, frozen teacher, its metadata and the method for an LM config."""
     method_cls = METHODS.get(cfg.method.name)
     check_lm_config(cfg)
@@ -88,12 +88,7 @@ def build_lm(cfg: Any, run_dir: Path) -> tuple[TokenData, nn.Module, dict[str, A
         cached = load_topk_cache(directory, cache_identity(teacher, data.train_ids, cfg.method.top_k))
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data, seed=cfg.train.seed,
                         total_steps=cfg.train.steps, cached_targets=cached)
-    return data, teacher, meta, method
-
-
-def is_lm_export(directory: Path) -> bool:
-    path = Path(directory) / META_FILE
-    return path.is_file() and read_meta_json(path).get("format") == FORMAT
+    return Built(data, teacher, meta, method)
 
 
 def export_lm(run_dir: Path, student: nn.Module, tokenizer: Any, cfg: Any) -> None:
@@ -114,9 +109,6 @@ def tokens_per_second(model: nn.Module, ids: torch.Tensor, repeats: int) -> floa
 
 def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     """Evaluate an LM run's exported student beside its teacher: eval.json and report.html."""
-    from distill.report import write_report
-    from distill.runner import write_text_atomic
-
     student, _ = load_causal_lm(run_dir / "student")
     teacher, meta = cfg.teacher.load()
     data = cfg.data.build_tokens(meta["tokenizer"])
@@ -134,7 +126,7 @@ def evaluate_lm_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
             row["tokens_per_sec"] = tokens_per_second(model, data.test_ids[:8], cfg.eval.timing_repeats)
         rows.append(row)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.describe(),
-              "family": "lm", "primary_metric": "perplexity",
+              "family": LMTask.name, "primary_metric": "perplexity",
               "metrics": ["perplexity", "kl_to_teacher", "top1_agreement", "acceptance_rate",
                           *(["assisted_acceptance", "assisted_tokens_per_call"] if assisted else [])],
               "n_tokens": int(data.test_mask[:, 1:].sum()), "rows": rows}
@@ -160,3 +152,32 @@ def generate_for(cfg: Any, prompts: Path, out: Path, *, max_new_tokens: int, tem
     return generate_completions(teacher, meta["tokenizer"], read_prompts(prompts), out,
                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                 progress=cfg.train.progress)
+
+
+@TASKS.register("lm", summary="distillation of causal language models")
+class LMTask(Task):
+    name: ClassVar[str] = "lm"
+    formats: ClassVar[tuple[str, ...]] = (FORMAT,)
+    has_samples: ClassVar[bool] = False
+
+    def check(self, cfg: Any) -> None:
+        check_lm_config(cfg)
+
+    def build(self, cfg: Any, run_dir: Path) -> Built:
+        return build_lm(cfg, run_dir)
+
+    def export(self, run_dir: Path, cfg: Any, built: Built, student: nn.Module) -> None:
+        export_lm(run_dir, student, built.teacher_meta["tokenizer"], cfg)
+
+    def load_export(self, directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+        model, tokenizer = load_causal_lm(directory)
+        return model, {"format": FORMAT, "tokenizer": tokenizer, "source": str(directory)}
+
+    def evaluate(self, run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
+        return evaluate_lm_run(run_dir, cfg)
+
+    def table(self, eval_data: dict[str, Any]) -> list[list[str]]:
+        return lm_table(eval_data)
+
+    def report_sections(self, eval_data: dict[str, Any], run_dir: Path) -> tuple[str, str]:
+        return lm_sections(eval_data)

@@ -1,22 +1,21 @@
-"""The classifier-KD side of a run: build the student/teacher classifiers and the method,
-export the trained student, and evaluate it beside its teacher on the held-out split.
-
-`distill.runner.run` calls these when the method's family is "classify".
-"""
+"""The classify task: knowledge distillation of classifiers. Builds the student/teacher
+classifiers and the method, exports the trained student, and evaluates it beside its teacher
+on the held-out split."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from distill.data.base import ArrayData
-from distill.diffusion.teachers import load_configured_teacher
 from distill.errors import ConfigError, DataError, ModelMismatchError
-from distill.kd.export import load_classifier, save_classifier
+from distill.export_dir import write_text_atomic
+from distill.kd.export import FORMAT, load_classifier, save_classifier
+from distill.kd.report import classifier_sections, classifier_table
 from distill.metrics.classify import (
     accuracy,
     agreement,
@@ -25,7 +24,10 @@ from distill.metrics.classify import (
     predict,
 )
 from distill.models.classifiers import ClassifierConfig, parameter_count
-from distill.registry import METHODS
+from distill.registry import METHODS, TASKS
+from distill.report.html import write_report
+from distill.task import Built, Task
+from distill.teachers import load_configured_teacher
 from distill.timing import best_seconds
 
 
@@ -47,9 +49,10 @@ def check_classification_data(cfg: Any, data: ArrayData) -> None:
 
 def check_teacher_classifier(meta: dict[str, Any], data: ArrayData, data_name: str) -> None:
     """The teacher must take this data's inputs and predict the same classes."""
-    if meta.get("format", "").startswith("distill.denoiser"):
-        raise ModelMismatchError("the teacher is a diffusion model; classifier distillation needs "
-                                 "a classifier teacher (a run trained with method: supervised)")
+    if meta.get("format") != FORMAT:
+        raise ModelMismatchError(f"the teacher is a {meta.get('format')!r} export, not a classifier; "
+                                 "classifier distillation needs a classifier teacher (a run trained "
+                                 "with method: supervised)")
     if tuple(meta["shape"]) != data.shape:
         raise ModelMismatchError(f"the teacher takes inputs of shape {tuple(meta['shape'])} but data "
                                  f"{data_name!r} has inputs of shape {data.shape}")
@@ -60,7 +63,7 @@ def check_teacher_classifier(meta: dict[str, Any], data: ArrayData, data_name: s
             "teacher's dataset and data.class_groups)")
 
 
-def build_classify(cfg: Any) -> tuple[ArrayData, nn.Module | None, dict[str, Any] | None, Any]:
+def build_classify(cfg: Any) -> Built:
     """Data, frozen teacher (or None) and method instance for a classifier-KD config."""
     method_cls = METHODS.get(cfg.method.name)
     if not isinstance(cfg.student, ClassifierConfig):
@@ -71,16 +74,16 @@ def build_classify(cfg: Any) -> tuple[ArrayData, nn.Module | None, dict[str, Any
     check_classification_data(cfg, data)
     teacher, meta = None, None
     if method_cls.needs_teacher:
-        teacher, meta = load_configured_teacher(cfg, "teacher-mnist1d.yaml")
+        teacher, meta = load_configured_teacher(cfg, ClassifyTask.example_teacher)
         check_teacher_classifier(meta, data, cfg.data.name)
     student = method_cls.student_config(cfg.method, cfg.student).make_classifier(data.shape, data.num_classes)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
                         seed=cfg.train.seed, total_steps=cfg.train.steps)
-    return data, teacher, meta, method
+    return Built(data, teacher, meta, method)
 
 
 def export_classify(run_dir: Path, student: nn.Module, cfg: Any, data: ArrayData) -> None:
-    role = "teacher" if METHODS.get(cfg.method.name).trains_teachers else "student"
+    role = "teacher" if METHODS.get(cfg.method.name).trains_teacher else "student"
     model_cfg = METHODS.get(cfg.method.name).student_config(cfg.method, cfg.student)
     save_classifier(run_dir / "student", student, model_cfg, data.shape, data.num_classes,
                     role=role, method=cfg.method.name, run=cfg.name)
@@ -112,9 +115,6 @@ def classifier_rows(models: dict[str, nn.Module], data: ArrayData, repeats: int 
 
 def evaluate_classifier_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     """Evaluate a KD run's exported student (and its teacher): eval.json and report.html."""
-    from distill.report import write_report
-    from distill.runner import write_text_atomic
-
     student, meta = load_classifier(run_dir / "student")
     data = cfg.data.build()
     models = {}
@@ -126,9 +126,35 @@ def evaluate_classifier_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
         models["student"] = student
     rows = classifier_rows(models, data, cfg.eval.timing_repeats)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
-              "family": "classify", "primary_metric": "accuracy",
+              "family": ClassifyTask.name, "primary_metric": "accuracy",
               "metrics": ["accuracy", "agreement", "ece", "kl_to_teacher"],
               "n_samples": len(data.test), "rows": rows}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     write_report(run_dir)
     return rows
+
+
+@TASKS.register("classify", summary="knowledge distillation of classifiers")
+class ClassifyTask(Task):
+    name: ClassVar[str] = "classify"
+    formats: ClassVar[tuple[str, ...]] = (FORMAT,)
+    example_teacher: ClassVar[str] = "teacher-mnist1d.yaml"
+    has_samples: ClassVar[bool] = False
+
+    def build(self, cfg: Any, run_dir: Path) -> Built:
+        return build_classify(cfg)
+
+    def export(self, run_dir: Path, cfg: Any, built: Built, student: nn.Module) -> None:
+        export_classify(run_dir, student, cfg, built.data)
+
+    def load_export(self, directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+        return load_classifier(directory)
+
+    def evaluate(self, run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
+        return evaluate_classifier_run(run_dir, cfg)
+
+    def table(self, eval_data: dict[str, Any]) -> list[list[str]]:
+        return classifier_table(eval_data)
+
+    def report_sections(self, eval_data: dict[str, Any], run_dir: Path) -> tuple[str, str]:
+        return classifier_sections(eval_data)
