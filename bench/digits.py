@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import REPO, bench_run, machine, write_block
+from common import REPO, bench_run, provenance, write_block
 
 from distill.config import load_config
 from distill.diffusion.samplers import fixed_noise, sample
@@ -121,8 +121,8 @@ def main() -> None:
     print(table, solvers, sep="\n\n")
     command = "python " + " ".join(["bench/digits.py", *sys.argv[1:]])
     write_block(BEGIN, END, (
-        f"## Step distillation on digits (8×8, class-conditional)\n\nCommand: `{command}` "
-        f"({machine()}). The teacher recipe (`configs/digits/teacher-digits.yaml`, UNet2DModel "
+        f"## Step distillation on digits (8×8, class-conditional)\n\n{provenance(command)} "
+        f"The teacher recipe (`configs/digits/teacher-digits.yaml`, UNet2DModel "
         f"with 32/64 channels, 3000 steps) {teacher_note}.\n\n"
         f"{table}\n\nFID / precision / recall against the training images in the features of "
         "the library's digits classifier (not Inception FID); class accuracy: the classifier's "

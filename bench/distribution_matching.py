@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import REPO, bench_run, machine, write_block
+from common import REPO, bench_run, provenance, write_block
 
 from distill.config import load_config
 from distill.report.compare import format_metric
@@ -70,8 +70,8 @@ def main() -> None:
     table = bench(args.datasets, args.out)
     command = "python " + " ".join(["bench/distribution_matching.py", *sys.argv[1:]])
     write_block(BEGIN, END, (
-        f"## Distribution matching (toy 2D)\n\nCommand: `{command}` ({machine()}; teacher "
-        f"training excluded when cached).\n\n{table}\n\nSWD: sliced Wasserstein-2 to 10,000 "
+        f"## Distribution matching (toy 2D)\n\n{provenance(command)} Teacher "
+        f"training excluded when cached.\n\n{table}\n\nSWD: sliced Wasserstein-2 to 10,000 "
         "held-out points; smallest mode: the least-populated of the 8 modes (8gaussians; "
         "1/8 = 0.125 is perfect balance). k: fake-score updates per generator update; the "
         "k = 1 row runs train.steps / 5 trainer steps so it makes as many generator updates. Seconds include the evaluation and are context "

@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from common import REPO, machine, mean_std, write_block
+from common import REPO, bench_run, mean_std, provenance, write_block
 
 from distill.config import load_config
-from distill.runner import run
 
 MNIST1D, DIGITS = REPO / "configs" / "mnist1d", REPO / "configs" / "digits"
 BEGIN, END = "<!-- kd:begin -->", "<!-- kd:end -->"
@@ -56,14 +54,13 @@ def bench(out: Path, seeds: list[int], configs: Path, teacher_recipe: str,
     """The table of one dataset: its teacher recipe trained once into `out`, then each of
     `students` (row label, recipe, overrides, distils that teacher) once per seed."""
     teacher_cfg = load_config(configs / f"{teacher_recipe}.yaml", ["train.progress=false"])
-    start = time.perf_counter()
-    teacher_row = run(teacher_cfg, out / "teacher").rows[0]
-    teacher_seconds = time.perf_counter() - start
+    teacher_eval, teacher_cell = bench_run(teacher_cfg, out / "teacher")
+    teacher_row = teacher_eval["rows"][0]
     teacher_override = f"teacher={{name: run, path: {out / 'teacher'}}}"
     lines = ["| model | params | accuracy % (mean ± std) | agreement % | ECE | KL to teacher | train s |",
              "|---|---|---|---|---|---|---|",
              f"| teacher (`{teacher_recipe}`) | {teacher_row['parameters']:,} | "
-             f"{100 * teacher_row['accuracy']:.1f} | — | {teacher_row['ece']:.3f} | — | {teacher_seconds:.0f} |"]
+             f"{100 * teacher_row['accuracy']:.1f} | — | {teacher_row['ece']:.3f} | — | {teacher_cell} |"]
     for i, (name, recipe, extra, distils_teacher) in enumerate(students):
         rows, seconds = [], []
         for seed in seeds:
@@ -71,10 +68,9 @@ def bench(out: Path, seeds: list[int], configs: Path, teacher_recipe: str,
             if distils_teacher:
                 overrides.append(teacher_override)
             cfg = load_config(configs / f"{recipe}-{configs.name}.yaml", overrides)
-            start = time.perf_counter()
-            result = run(cfg, out / f"{i}-{recipe}-seed{seed}")
-            seconds.append(time.perf_counter() - start)
-            rows.append({r["model"]: r for r in result.rows}.get("student") or result.rows[0])
+            evaluated, cell = bench_run(cfg, out / f"{i}-{recipe}-seed{seed}")
+            seconds.append(float(cell.strip("≥ ")))
+            rows.append({r["model"]: r for r in evaluated["rows"]}.get("student") or evaluated["rows"][0])
         # agreement and KL only against the benchmark's teacher (self-distill has its own)
         agreement = mean_std([r["agreement"] for r in rows], 100) if distils_teacher else "—"
         kl = mean_std([r["kl_to_teacher"] for r in rows], digits=3) if distils_teacher else "—"
@@ -97,7 +93,7 @@ def main() -> None:
     seeds = ", ".join(map(str, args.seeds))
     write_block(BEGIN, END, (
         "## Knowledge distillation of classifiers (MNIST-1D, digits)\n\n"
-        f"Command: `{command}` ({machine()}). Seeds {seeds}; accuracy, agreement (same argmax as "
+        f"{provenance(command)} Seeds {seeds}; accuracy, agreement (same argmax as "
         "the teacher), expected calibration error (15 bins) and KL to the teacher on the held-out "
         "split. 'params' counts every parameter of the exported model, the blocks an early exit "
         "skips included (dho: its second head). 'train s' is the whole run (training, export, "

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import REPO, bench_run, machine, write_block
+from common import REPO, bench_run, provenance, write_block
 
 from distill.config import load_config
 from distill.report import comparison_rows
@@ -105,8 +105,8 @@ def dataset_table(dataset: str, out: Path) -> str:
 def write_table(dataset: str, table: str, command: str) -> None:
     """The dataset's block of BENCHMARKS.md (a new dataset's block goes at the end of the
     step-distillation section)."""
-    write_block(*markers(dataset), f"### {dataset}\n\nCommand: `{command}` (teacher training excluded "
-                f"when cached; {machine()}).\n\n{table}", before=SECTION_END)
+    write_block(*markers(dataset), f"### {dataset}\n\n{provenance(command)} Teacher training excluded "
+                f"when cached.\n\n{table}", before=SECTION_END)
 
 
 def main() -> None:

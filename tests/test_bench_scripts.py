@@ -145,3 +145,20 @@ def test_the_digits_bench_reuses_a_teacher_run_that_differs_only_in_evaluation(t
     assert digits.reuse_teacher(tmp_path / "eval-differs")[0] == tmp_path / "eval-differs"
     with pytest.raises(SystemExit, match="is not configs/digits/teacher-digits.yaml"):
         digits.reuse_teacher(tmp_path / "train-differs")
+
+
+def test_bench_run_reads_back_only_runs_of_the_same_config_and_code(tmp_path, monkeypatch):
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "REUSED", [])
+    cfg = load_config(tiny_teacher_yaml(tmp_path / "t.yaml", steps=20),
+                      ["eval.nfe=[1]", "eval.n_samples=200", "eval.timing_repeats=0"])
+    first, _ = common.bench_run(cfg, tmp_path / "run")
+    assert common.REUSED == [] and "Every run was made by this invocation" in common.provenance("x")
+    again, _ = common.bench_run(cfg, tmp_path / "run")
+    assert again == first and common.REUSED == ["run"] and "Read back" in common.provenance("x")
+    made_by = common.code_version()
+    monkeypatch.setattr(common, "code_version", lambda: "newer")
+    monkeypatch.setattr(common, "REUSED", [])
+    common.bench_run(cfg, tmp_path / "run")
+    assert common.REUSED == [] and (tmp_path / f"run.code-{made_by}" / "eval.json").is_file()
+    assert (tmp_path / "run" / "bench-code").read_text() == "newer"
