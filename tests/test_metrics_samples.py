@@ -147,7 +147,8 @@ def test_precomputed_reference_terms_give_the_same_distances():
 
 
 @pytest.mark.parametrize("bandwidths", [BANDWIDTHS, (0.3, 0.7), (1.0, 0.5, 0.25, 3.0)])
-def test_rbf_kernel_by_repeated_squaring_equals_the_sum_of_exponentials(bandwidths):
+def test_rbf_kernel_equals_the_sum_of_exponentials(bandwidths):
+    """Exponents clamped at -60 (for speed) leave every value within 1e-26 of the exact one."""
     sq = torch.rand(300, 200, dtype=torch.float64) * 40
     direct = sum(torch.exp(-sq / (2 * h * h)) for h in bandwidths)
-    torch.testing.assert_close(_rbf_sum(bandwidths)(sq), direct, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(_rbf_sum(bandwidths)(sq), direct, rtol=1e-13, atol=1e-25)

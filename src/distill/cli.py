@@ -46,10 +46,11 @@ def fail(err: DistillError) -> None:
     raise typer.Exit(code=2)
 
 
-COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "SWD": "SWD", "MMD": "MMD",
+COMPACT_COLUMNS = {"model": "model", "NFE": "NFE", "MMD²": "MMD²", "SWD": "SWD", "MMD": "MMD",
                    "mode coverage": "modes", "FID": "FID", "class accuracy": "class acc.",
                    "ms / sample": "ms/sample", "teacher NFE at equal SWD": "≡ teacher NFE",
-                   "teacher NFE at equal FID": "≡ teacher NFE", "speed-up": "speed-up",
+                   "teacher NFE at equal FID": "≡ teacher NFE", "teacher NFE at equal MMD²": "≡ teacher NFE",
+                   "speed-up": "speed-up",
                    "parameters": "params", "accuracy": "accuracy", "agreement": "agreement",
                    "ECE": "ECE", "KL to teacher": "KL to teacher", "perplexity": "perplexity",
                    "top-1 agreement": "top-1 agr.", "draft acceptance": "accept.",
@@ -67,7 +68,7 @@ def print_eval_table(eval_data: dict, title: str) -> None:
     for i in keep:
         table.add_column(COMPACT_COLUMNS[rows[0][i]], justify="left" if i == 0 else "right")
     for row in rows[1:]:
-        table.add_row(*(row[i] for i in keep), style=None if row[0] == "teacher" else "bold green")
+        table.add_row(*(row[i].split("±")[0] for i in keep), style=None if row[0] == "teacher" else "bold green")
     console.print(table)
 
 

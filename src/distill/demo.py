@@ -15,7 +15,7 @@ from rich.table import Table
 from distill.config import load_config
 from distill.errors import ConfigError
 from distill.report import comparison_rows
-from distill.report.compare import format_metric, format_ms, format_speedup
+from distill.report.compare import format_estimate, format_metric, format_ms, format_speedup
 from distill.runner import run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "toy2d"
@@ -48,21 +48,21 @@ def run_demo(out: Path, dataset: str, console: Console) -> list[dict]:
             summary.append({"method": cfg.method.name, **row})
         reports.append(result.report)
     table = Table(title=f"distill demo · {dataset} · same noise, same process")
-    for column in ("method", "NFE", "SWD", "MMD", "ms/sample", "≡ teacher NFE", "speed-up"):
+    for column in ("method", "NFE", "MMD² (95% interval)", "SWD", "ms/sample", "≡ teacher NFE", "speed-up"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    table.add_row("data vs data (floor)", "—", format_metric(floor["swd"]), format_metric(floor["mmd"]),
+    table.add_row("data vs data (floor)", "—", format_estimate(floor, "mmd"), format_metric(floor["swd"]),
                   "", "", "", style="dim")
     for row in teacher_rows:
-        table.add_row("teacher", str(row["nfe"]), format_metric(row["swd"]),
-                      format_metric(row["mmd"]), format_ms(row.get("ms_per_sample")), "", "")
+        table.add_row("teacher", str(row["nfe"]), format_estimate(row, "mmd"), format_metric(row["swd"]),
+                      format_ms(row.get("ms_per_sample")), "", "")
     for row in summary:
-        table.add_row(row["method"], str(row["nfe"]), format_metric(row["swd"]),
-                      format_metric(row["mmd"]), format_ms(row.get("ms_per_sample")),
-                      str(row["match_nfe"] or "—"),
+        table.add_row(row["method"], str(row["nfe"]), format_estimate(row, "mmd"), format_metric(row["swd"]),
+                      format_ms(row.get("ms_per_sample")), str(row["match_nfe"] or "—"),
                       format_speedup(row["speedup"], row["speedup_lower_bound"]), style="bold green")
     console.print(table)
-    console.print("speed-up: teacher time at the cheapest NFE whose SWD is at least as good, "
-                  "divided by the student's time.")
+    console.print("≡ teacher NFE: the cheapest teacher NFE whose MMD² is not significantly worse "
+                  "than the student's (the 95% intervals overlap, or it is better); speed-up: that "
+                  "teacher's time divided by the student's, both timed in the same run.")
     for report in reports:
         console.print(f"report: {report}")
     return summary

@@ -118,7 +118,7 @@ class ToyConfig(LabelledDatasetConfig):
     """Fields shared by every toy 2-D dataset; train uses `seed`, test uses `seed + 1`."""
 
     n: int = Field(50_000, gt=0, description="number of training points")
-    n_test: int = Field(10_000, gt=0, description="number of held-out test points")
+    n_test: int = Field(40_000, gt=0, description="number of held-out test points (the evaluation's reference)")
     seed: int = 0
     labelled: bool = Field(False, description=(
         "8gaussians only: label each point by its mode (8 classes; class_groups merges them, "

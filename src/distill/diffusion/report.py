@@ -3,7 +3,7 @@ with the data's noise floor, the image metrics' feature network and path straigh
 
 from __future__ import annotations
 
-from distill.report.compare import format_metric, metric_label
+from distill.report.compare import format_estimate, format_metric, metric_label
 from distill.report.nfe import nfe_sections
 
 
@@ -22,7 +22,7 @@ def diffusion_sections(eval_data: dict) -> tuple[str, str]:
     notes = []
     floor = eval_data.get("floor") or {}
     if floor:
-        values = ", ".join(f"{metric_label(k)} {format_metric(v)}" for k, v in floor.items()
+        values = ", ".join(f"{metric_label(k)} {format_estimate(floor, k)}" for k in floor
                            if k in (eval_data.get("metrics") or []))
         if eval_data.get("floor_samples"):
             notes.append(f"data floor ({eval_data['floor_samples']} held-out images vs the training "
@@ -30,8 +30,10 @@ def diffusion_sections(eval_data: dict) -> tuple[str, str]:
                          "images than generated ones this floor sits above what a perfect generator "
                          "would score.")
         else:
-            notes.append(f"data floor (held-out data vs training data): {values}; differences below "
-                         "it are sampling noise.")
+            notes.append(f"data floor (training data vs the held-out reference, at this sample size; "
+                         f"± half-widths of 95% intervals): {values}; differences below it are "
+                         "sampling noise. ≡ teacher NFE: the cheapest teacher NFE not significantly "
+                         "worse than the student (intervals overlap, or better).")
     straightness = eval_data.get("straightness") or {}
     if straightness:
         values = ", ".join(f"{name} {format_metric(v)}" for name, v in straightness.items())

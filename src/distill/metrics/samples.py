@@ -43,7 +43,7 @@ def _pair_mean(
         values = fn(sq.clamp_min_(0.0))
         if same:
             values.diagonal(offset=start).zero_()
-        total += values.sum().item()
+        total += values.sum(dtype=torch.float64).item()
     return total / (n * (n - 1) if same else n * m)
 
 
@@ -91,40 +91,21 @@ def sliced_wasserstein(
 BANDWIDTHS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-def _squarings(base: float, h: float) -> int | None:
-    """j such that (base / h)² = 2^j (j >= 1), or None: then exp(-s / (2 h²)) is
-    exp(-s / (2 base²)) squared j times."""
-    j = math.log2((base / h) ** 2)
-    return round(j) if round(j) >= 1 and abs(j - round(j)) < 1e-9 else None
+EXPONENT_FLOOR = -60.0  # exp(-60) ~ 1e-26: kernel values below it count as 0
 
 
 def _rbf_sum(bandwidths: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
     """k(sq) = sum over h of exp(-sq / (2 h^2)), applied to squared distances.
 
-    A bandwidth whose squared ratio to a larger one is a power of 2 reuses that one's kernel
-    by repeated squaring instead of another exp: the default (0.05, 0.1, 0.2, 0.5, 1, 2) takes
-    two exps (h = 2 and h = 0.2) and eight multiplications, ~2.5x faster than six exps."""
-    plan: list[tuple[float, list[int]]] = []  # (base bandwidth, squarings of each derived one)
-    for h in sorted(bandwidths, reverse=True):
-        for base, derived in plan:
-            j = _squarings(base, h)
-            if j is not None:
-                derived.append(j)
-                break
-        else:
-            plan.append((h, []))
+    Each exponent is clamped at EXPONENT_FLOOR before `exp`: far pairs would otherwise
+    underflow to subnormal numbers, which the CPU handles ~8x slower (a kernel value below
+    1e-26 changes no MMD² this library reports)."""
+    scales = [-1.0 / (2.0 * h * h) for h in bandwidths]
 
     def kernel(sq: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(sq)
-        for base, derived in plan:
-            value = (sq * (-1.0 / (2.0 * base * base))).exp_()
-            out += value
-            done = 0
-            for j in sorted(derived):
-                for _ in range(j - done):
-                    value = value * value
-                done = j
-                out += value
+        out = (sq * scales[0]).clamp_min_(EXPONENT_FLOOR).exp_()
+        for scale in scales[1:]:
+            out += (sq * scale).clamp_min_(EXPONENT_FLOOR).exp_()
         return out
 
     return kernel
@@ -155,6 +136,42 @@ def mmd_rbf(
     if b_self is None:
         b_self = _pair_mean(b, b, kernel, same=True)
     return _pair_mean(a, a, kernel, same=True) + b_self - 2.0 * _pair_mean(a, b, kernel, same=False)
+
+
+BLOCK_ROWS = 2000  # rows per block of a block estimate (fewer when that leaves under MIN_BLOCKS)
+MIN_BLOCKS = 10
+
+
+def blockwise(a: torch.Tensor, b: torch.Tensor, statistic: Callable[[torch.Tensor, torch.Tensor], float],
+              block: int = BLOCK_ROWS) -> tuple[float, float]:
+    """(mean, standard error) of `statistic(a_k, b_k)` over disjoint blocks: the k-th `block`
+    rows of a: (N, D) and of b: (M, D) (fewer rows per block when that leaves under
+    MIN_BLOCKS blocks; rows past the last whole block are left out).
+
+    For an unbiased two-sample statistic (MMD², energy distance) the mean is unbiased and the
+    spread of the blocks gives its standard error (batch means): to leading order in 1/n it
+    equals the full-sample statistic's, and it errs on the wide side near zero, where the
+    second-order term it overstates dominates. Cost: n · block pairs, not n²."""
+    n = min(len(a), len(b))
+    rows = max(2, min(block, n // MIN_BLOCKS))
+    count = n // rows
+    if count < 2:
+        raise ValueError(f"a block estimate needs at least 4 rows in each set, got {len(a)} and {len(b)}")
+    values = torch.tensor([statistic(a[k * rows:(k + 1) * rows], b[k * rows:(k + 1) * rows])
+                           for k in range(count)], dtype=torch.float64)
+    return values.mean().item(), (values.std() / math.sqrt(count)).item()
+
+
+def mmd_blocks(a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float] = BANDWIDTHS,
+               block: int = BLOCK_ROWS) -> tuple[float, float]:
+    """Unbiased MMD² (`mmd_rbf`, multi-bandwidth RBF kernel) as a block estimate over all rows
+    of a: (N, D) and b: (M, D), and its standard error (`blockwise`)."""
+    return blockwise(a, b, lambda x, y: mmd_rbf(x, y, bandwidths), block)
+
+
+def energy_blocks(a: torch.Tensor, b: torch.Tensor, block: int = BLOCK_ROWS) -> tuple[float, float]:
+    """Energy distance as a block estimate over all rows of a and b, and its standard error."""
+    return blockwise(a, b, energy_distance, block)
 
 
 def energy_self_term(b: torch.Tensor) -> float:

@@ -19,8 +19,13 @@ def higher_is_better(metric: str) -> bool:
     return metric in HIGHER_IS_BETTER
 
 
+LABELS = {"mmd": "MMD²"}
+
+
 def metric_label(metric: str) -> str:
     """Human label for a metric name: short names upper-cased (`swd` -> `SWD`)."""
+    if metric in LABELS:
+        return LABELS[metric]
     return metric.upper() if len(metric) <= 4 else metric.replace("_", " ")
 
 
@@ -42,8 +47,24 @@ def _nfe(row: dict) -> float:
     return math.inf if value is None else value
 
 
-def _at_least_as_good(value: float, reference: float, metric: str) -> bool:
-    return value >= reference if higher_is_better(metric) else value <= reference
+def interval(row: dict, metric: str) -> tuple[float, float] | None:
+    """The row's interval `<metric>_ci` ([low, high], finite), or None when it has none."""
+    ci = row.get(f"{metric}_ci")
+    if not isinstance(ci, list | tuple) or len(ci) != 2:
+        return None
+    low, high = (_value({"v": v}, "v") for v in ci)
+    return None if low is None or high is None else (low, high)
+
+
+def not_worse(row: dict, other: dict, metric: str) -> bool:
+    """`row` is not significantly worse than `other` on `metric`: when both carry intervals,
+    the intervals overlap or `row`'s lies on the better side; else its value is at least as
+    good."""
+    a, b = interval(row, metric), interval(other, metric)
+    if a is None or b is None:
+        value, reference = _value(row, metric), _value(other, metric)
+        return value >= reference if higher_is_better(metric) else value <= reference
+    return a[1] >= b[0] if higher_is_better(metric) else a[0] <= b[1]
 
 
 def best_row(rows: list[dict], metric: str) -> dict | None:
@@ -65,12 +86,14 @@ def _speedup(baseline_row: dict, row: dict) -> float | None:
 def comparison_rows(
     eval_data: dict, metric: str | None = None, baseline: str = "teacher"
 ) -> list[dict]:
-    """For each non-baseline row, the cheapest baseline row of equal or better quality.
+    """For each non-baseline row, the cheapest baseline row not significantly worse than it
+    (`not_worse`: by the rows' intervals where they have them, else by their values).
 
-    Each result holds the row's fields plus `match_nfe` (None when the baseline never reaches
-    this quality), `speedup` (matched baseline ms / this row's ms; measured against the
-    baseline's best row when nothing matches, with `speedup_lower_bound` True) and
-    `ratio_to_best_baseline` (this row's metric / the best baseline value).
+    Each result holds the row's fields plus `match_nfe` (None when every baseline row is
+    significantly worse), `speedup` (matched baseline ms / this row's ms, both timed in the
+    run that wrote the rows; measured against the baseline's best row when nothing matches,
+    with `speedup_lower_bound` True) and `ratio_to_best_baseline` (this row's metric / the
+    best baseline value).
     """
     metric = metric or eval_data.get("primary_metric") or "swd"
     rows: list[dict[str, Any]] = list(eval_data.get("rows") or [])
@@ -88,7 +111,7 @@ def comparison_rows(
         )
         value = _value(row, metric)
         if value is not None and best is not None:
-            matches = [r for r in base if _at_least_as_good(_value(r, metric), value, metric)]
+            matches = [r for r in base if not_worse(r, row, metric)]
             if matches:
                 match = min(matches, key=lambda r: (_ms(r), _nfe(r)))
                 result["match_nfe"] = match.get("nfe")
@@ -107,6 +130,13 @@ def format_metric(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return MISSING
     return f"{value:.4g}"
+
+
+def format_estimate(row: dict, metric: str) -> str:
+    """The row's metric value, with ± the half-width of its interval when it has one."""
+    ci = interval(row, metric)
+    text = format_metric(row.get(metric))
+    return text if ci is None or text == MISSING else f"{text}±{(ci[1] - ci[0]) / 2:.2g}"
 
 
 def format_ms(value: Any) -> str:
@@ -160,7 +190,7 @@ def nfe_table(
         nfe = row.get("nfe")
         return [str(row.get("model", MISSING)), str(row.get("sampler", MISSING)),
                 MISSING if nfe is None else str(nfe),
-                *(format_metric(row.get(m)) for m in metrics),
+                *(format_estimate(row, m) for m in metrics),
                 format_ms(row.get("ms_per_sample"))]
 
     base_rows = [r for r in eval_data.get("rows") or [] if r.get("model") == baseline]
