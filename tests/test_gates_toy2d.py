@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
+import shutil
 from functools import cache
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import CONFIGS
-from distill.config import load_config
-from distill.diffusion.export import load_denoiser
-from distill.diffusion.samplers import fixed_noise, sample
-from distill.runner import run
+from distill.config import dump_config, load_config
+from distill.report import comparison_rows
+from distill.runner import evaluate_run, run
 
 pytestmark = pytest.mark.gate
 # The checkerboard variants are `slow` (make test-all): CI runs every toy gate on 8gaussians only.
@@ -61,13 +59,22 @@ SHORT = {
 }
 
 
+# The SWD gates were calibrated on the evaluation of 10,000 samples against a 10,000-point test
+# split, where they stay until each is re-based on the resolved metric (MMD² with intervals at
+# 40,000 samples, BENCHMARKS.md's metric-resolution section): at 40,000 samples SWD's own
+# sampling floor drops (teacher-64 on 8gaussians: 0.084 -> 0.062) and the 1.3-1.5x bounds
+# calibrated above it no longer measure what they did.
+SWD_EVAL = ["eval.n_samples=10000", "data.n_test=10000"]
+
+
 @cache
 def distilled(method: str, dataset: str, root: str, recipe_length: bool = False,
               variant: tuple[str, ...] = ()) -> dict:
     """Run the shipped recipe (shortened by SHORT unless `recipe_length`, for `slow` gates; with
-    the `variant` overrides last) once per session; eval.json rows keyed by (model, nfe)."""
+    the `variant` overrides last) once per session, evaluated as the SWD gates were calibrated
+    (SWD_EVAL); eval.json rows keyed by (model, nfe)."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
-                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0",
+                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0", *SWD_EVAL,
                        *([] if recipe_length else SHORT.get(method, [])), *variant])
     tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant)  # a run dir per variant
     result = run(cfg, Path(root) / f"{method}-{dataset}{'-recipe' if recipe_length else ''}{tag}")
@@ -99,26 +106,20 @@ def test_progressive_two_step_student(dataset, root):
     assert student["swd"] <= teacher2["swd"] / 3, (student["swd"], teacher2["swd"])
 
 
-def best_seconds_interleaved(fns: list, repeats: int = 3) -> list[float]:
-    """Best-of-`repeats` wall time of each function, timed in turns (a, b, a, b, ...) so that
-    load from other processes (the other test worker) hits every function alike."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
-def test_one_step_student_is_about_64x_faster_than_teacher_64(root):
+def test_the_speedup_and_equivalent_teacher_nfe_follow_from_the_rows(root, tmp_path):
+    """`distill eval` with timings: the ≡ teacher NFE is the cheapest teacher row whose 95%
+    interval reaches the student's (every cheaper one is significantly worse), and the speed-up
+    is that row's ms / sample over the student's, both timed in the same evaluation."""
     run_dir = distilled("ode-pairs", "8gaussians", root)["run_dir"]
-    student, _ = load_denoiser(run_dir / "student")
-    cfg = load_config(run_dir / "config.yaml")
-    teacher, _ = cfg.teacher.load()
-    noise = fixed_noise(2_000, (2,), seed=0)  # ~20 ms per teacher step: compute-bound, not overhead
-    with torch.inference_mode():
-        sample(student, noise, 1), sample(teacher, noise, 64)  # warm-up
-        student_s, teacher_s = best_seconds_interleaved([lambda: sample(student, noise, 1),
-                                                         lambda: sample(teacher, noise, 64)])
-    assert teacher_s / student_s >= 0.8 * 64, f"speed-up only {teacher_s / student_s:.1f}x"
+    shutil.copytree(run_dir / "student", tmp_path / "student")
+    cfg = load_config(run_dir / "config.yaml", ["eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=1",
+                                                "eval.timing_samples=2000"])
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    evaluate_run(tmp_path)
+    eval_data = json.loads((tmp_path / "eval.json").read_text())
+    (student,) = comparison_rows(eval_data)
+    teacher = {r["nfe"]: r for r in eval_data["rows"] if r["model"] == "teacher"}
+    match = teacher[student["match_nfe"]]
+    assert student["speedup"] == pytest.approx(match["ms_per_sample"] / student["ms_per_sample"])
+    assert match["mmd_ci"][0] <= student["mmd_ci"][1]
+    assert all(r["mmd_ci"][0] > student["mmd_ci"][1] for n, r in teacher.items() if n < student["match_nfe"])
