@@ -42,8 +42,23 @@ def accuracies(out: Path, recipe: str, *overrides: str) -> list[float]:
     return values
 
 
+def teacher_accuracy(out: Path, recipe: str) -> float:
+    """Held-out accuracy (%) of the teacher row of the `recipe` run `accuracies` made (seed
+    SEEDS[0]; its teacher is the same model for every seed)."""
+    rows = json.loads((out / f"{recipe}-{SEEDS[0]}" / "eval.json").read_text())["rows"]
+    return 100 * {r["model"]: r for r in rows}["teacher"]["accuracy"]
+
+
 def mean(values: list[float]) -> float:
     return statistics.fmean(values)
+
+
+def paired_lead(student: list[float], baseline: list[float]) -> tuple[float, float]:
+    """(mean, standard error) of the seed-by-seed differences student - baseline (paired: the
+    same seed draws the same labels, batches and initial weights for both where they share
+    them). A lead is significant when mean > 2 standard errors."""
+    diffs = [a - b for a, b in zip(student, baseline, strict=True)]
+    return statistics.fmean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
 
 
 @cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -128,7 +129,7 @@ def test_ofa_trains_a_branch_per_stage(blobs, tmp_path: Path):
     assert {r["model"] for r in result.rows} == {"teacher", "student"}
 
 
-def test_meal_distils_an_ensemble_and_checks_every_teacher(blobs, tmp_path: Path):
+def test_meal_checks_every_teacher(blobs, tmp_path: Path):
     data, teacher = blobs
     method = {"name": "meal", "teachers": [teacher_of(teacher)], "adv_weight": 0.1}
     result = run(classify_config("s", data, method, teacher=teacher_of(teacher)), tmp_path / "meal")
@@ -143,14 +144,88 @@ def test_meal_distils_an_ensemble_and_checks_every_teacher(blobs, tmp_path: Path
         classify_config("s", data, {"name": "meal", "teachers": [{"name": "nowhere"}]})
 
 
-def test_multi_teacher_routes_between_teachers(blobs, tmp_path: Path):
-    data, teacher = blobs
-    method = {"name": "multi-teacher", "teachers": [teacher_of(teacher)], "router_width": 8}
-    result = run(classify_config("s", data, method, teacher=teacher_of(teacher)), tmp_path / "mt")
-    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+def specialist_npz(path: Path, wrong_on: int | None) -> Path:
+    """3-class blobs whose last input is a domain flag (+1 / -1 on alternate rows); the labels of
+    the rows of domain `wrong_on` are rotated (y + 1 mod 3), so a teacher trained on them is
+    right on one domain and systematically wrong on the other (None: the true labels)."""
+    rng = np.random.default_rng(0)
+    def split(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        y = r.integers(0, 3, rows)
+        domain = np.where(np.arange(rows) % 2 == 0, 1.0, -1.0)
+        x = np.concatenate([centres[y] + r.normal(size=(rows, 4)), domain[:, None]], 1).astype(np.float32)
+        if wrong_on is not None:
+            y = np.where(domain == wrong_on, (y + 1) % 3, y)
+        return x, y
+    centres = rng.normal(size=(3, 4)) * 3
+    (x, y), (x_test, y_test) = split(600, 1), split(300, 2)
+    np.savez(path, x=x, y=y, x_test=x_test, y_test=y_test)
+    return path
+
+
+def steps(cfg, n: int):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": n})})
+
+
+@pytest.fixture(scope="module")
+def specialists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], torch.Tensor]:
+    """The true-label features file, two teacher runs each wrong on one domain, and the
+    held-out predictions of the two teachers' averaged softmax (test rows,)."""
+    root = tmp_path_factory.mktemp("specialists")
+    truth = specialist_npz(root / "truth.npz", None)
+    teachers = []
+    for wrong_on in (1, -1):
+        data = specialist_npz(root / f"wrong{wrong_on}.npz", wrong_on)
+        run(steps(classify_config(f"t{wrong_on}", data, {"name": "supervised"}, hidden=[32]), 300),
+            root / f"t{wrong_on}")
+        teachers.append(teacher_of(root / f"t{wrong_on}"))
+    with torch.no_grad():
+        x = torch.from_numpy(np.load(truth)["x_test"])
+        mean = sum(load_classifier(Path(t["path"]) / "student")[0](x).softmax(-1) for t in teachers) / 2
+    return truth, teachers, mean.argmax(-1)
+
+
+def test_multi_teacher_routes_each_input_to_the_teacher_that_is_right_there(specialists, tmp_path: Path):
+    """Two specialists, each right on one domain and wrong on the other: distilling the routed
+    mixture alone (alpha 1, no labels in the student's loss) the student is right on both,
+    which neither teacher nor their plain average is (the router, trained on labels, picks
+    per input)."""
+    truth, teachers, averaged_prediction = specialists
+    method = {"name": "multi-teacher", "teachers": [teachers[1]], "router_width": 16, "alpha": 1.0}
+    rows = {r["model"]: r for r in run(steps(classify_config("s", truth, method, teacher=teachers[0], hidden=[32]),
+                                             300), tmp_path / "mt").rows}
+    y = torch.from_numpy(np.load(truth)["y_test"])
+    averaged = (averaged_prediction == y).double().mean().item()
+    print(f"multi-teacher accuracy {rows['student']['accuracy']:.3f}, teacher {rows['teacher']['accuracy']:.3f}, "
+          f"the teachers' average {averaged:.3f}")
+    assert rows["teacher"]["accuracy"] <= 0.7 and averaged <= 0.8  # each wrong on half the rows
+    assert rows["student"]["accuracy"] >= 0.9
+    logged = [json.loads(line) for line in (tmp_path / "mt" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss/student/router", "loss/student/kd"} <= set(logged[-1])
     with pytest.raises(ConfigError, match="teachers"):
-        classify_config("s", data, {"name": "multi-teacher", "teachers": []})
+        classify_config("s", truth, {"name": "multi-teacher", "teachers": []})
+
+
+def test_meal_student_learns_the_teachers_average_not_one_teacher(specialists, tmp_path: Path):
+    """MEAL's target is the teachers' averaged soft labels: between two specialists, one saying
+    class y and the other y + 1 on every row, the student splits its probability between the
+    two classes (about half each), where a student of one teacher would be sure."""
+    truth, teachers, _ = specialists
+    method = {"name": "meal", "teachers": [teachers[1]], "adv_weight": 0.1}
+    result = run(steps(classify_config("s", truth, method, teacher=teachers[0], hidden=[32]), 300), tmp_path / "meal")
+    one = run(steps(classify_config("k", truth, {"name": "kd", "alpha": 1.0}, teacher=teachers[0], hidden=[32]), 300),
+              tmp_path / "kd")
+    test = np.load(truth)
+    y = torch.from_numpy(test["y_test"])
+    found = {}
+    for name, run_dir in (("meal", result.run_dir), ("kd of one teacher", one.run_dir)):
+        with torch.no_grad():
+            p = load_classifier(run_dir / "student")[0](torch.from_numpy(test["x_test"])).softmax(-1)
+        both = (p.gather(1, y[:, None]) + p.gather(1, ((y + 1) % 3)[:, None])).mean().item()
+        found[name] = (both, p.max(-1).values.mean().item())
+    print(f"(mass on the two teachers' classes, mean top-1 probability): {found}")
+    assert found["meal"][0] >= 0.9 and found["meal"][1] <= 0.75, found
+    assert found["kd of one teacher"][1] >= 0.85, found
 
 
 def test_hsd_exports_a_network_that_exits_early(blobs, tmp_path: Path):
