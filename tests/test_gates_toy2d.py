@@ -83,19 +83,59 @@ def distilled(method: str, dataset: str, root: str, recipe_length: bool = False,
             "straightness": data.get("straightness")}
 
 
+@cache
+def equivalent_nfe(method: str, dataset: str, root: str, variant: tuple[str, ...] = ()) -> dict[int, dict]:
+    """The re-based gates' run: the shipped recipe shortened by SHORT (with the `variant`
+    overrides last), evaluated with the resolved metric (MMD² with 95% intervals at the
+    default 40,000 samples) against the teacher at 1-64 steps; its comparison rows by student
+    steps, each with `match_nfe` (≡ teacher NFE: the cheapest teacher NFE not significantly
+    worse) and `speedup_lower_bound` (better than every teacher row)."""
+    cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
+                      ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
+                       *SHORT.get(method, []), *variant])
+    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant)
+    result = run(cfg, Path(root) / f"resolved-{method}-{dataset}{tag}")
+    rows = comparison_rows(json.loads((result.run_dir / "eval.json").read_text()))
+    print(method, dataset, variant, {r["nfe"]: (round(r["mmd"], 5), r["match_nfe"]) for r in rows})
+    return {r["nfe"]: r for r in rows}
+
+
+def matches_at(row: dict) -> int:
+    """The student row's ≡ teacher NFE (65 when it beats every teacher row up to 64)."""
+    return 65 if row["speedup_lower_bound"] else row["match_nfe"]
+
+
 @pytest.fixture(scope="session")
 def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("gate-runs"))
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_ode_pairs_one_step_student(dataset, root):
-    rows = distilled("ode-pairs", dataset, root)["rows"]
+def test_ode_pairs_one_step_student_matches_the_teacher_at_16_steps(root):
+    """Luhman & Luhman's one-step student regresses onto the teacher's ODE solutions: it
+    matches the teacher at 16 steps (measured at these settings, seeds 0 / 1 / 2: 16 / 16 / 16,
+    MMD² 0.0030). The ablation solves the pairs' ODE in 1 step instead of 64 (the student then
+    learns teacher-1: ≡ 1 / 1 / 1; with 4 steps ≡ 4 / 4), so the accurate ODE solution is what
+    the student learns from."""
+    student = equivalent_nfe("ode-pairs", "8gaussians", root)[1]
+    coarse = equivalent_nfe("ode-pairs", "8gaussians", root, ("method.teacher_steps=1",))[1]
+    assert matches_at(student) >= 16, student
+    assert matches_at(coarse) < 16, coarse
+    assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the one-step student matches the teacher at 16 steps, not 64: MMD² 0.0030 vs teacher-16 "
+    "0.0016 and teacher-64 0.00056 (seeds 0-2 at the gate's 1000 steps)"))
+def test_ode_pairs_one_step_student_matches_the_full_teacher(root):
+    assert matches_at(equivalent_nfe("ode-pairs", "8gaussians", root)[1]) >= 64
+
+
+@pytest.mark.slow
+def test_ode_pairs_one_step_student_on_checkerboard(root):
+    rows = distilled("ode-pairs", "checkerboard", root)["rows"]
     student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
     assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
     assert student["swd"] <= 0.5 * teacher1["swd"], (student["swd"], teacher1["swd"])
-    if dataset == "8gaussians":
-        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -110,7 +150,8 @@ def test_the_speedup_and_equivalent_teacher_nfe_follow_from_the_rows(root, tmp_p
     """`distill eval` with timings: the ≡ teacher NFE is the cheapest teacher row whose 95%
     interval reaches the student's (every cheaper one is significantly worse), and the speed-up
     is that row's ms / sample over the student's, both timed in the same evaluation."""
-    run_dir = distilled("ode-pairs", "8gaussians", root)["run_dir"]
+    equivalent_nfe("ode-pairs", "8gaussians", root)
+    run_dir = Path(root) / "resolved-ode-pairs-8gaussians"
     shutil.copytree(run_dir / "student", tmp_path / "student")
     cfg = load_config(run_dir / "config.yaml", ["eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=1",
                                                 "eval.timing_samples=2000"])
