@@ -27,16 +27,35 @@ from __future__ import annotations
 import pytest
 
 from test_gates_consistency import check_student
-from test_gates_toy2d import DATASETS, distilled
+from test_gates_toy2d import DATASETS, distilled, equivalent_nfe, matches_at
 
 pytestmark = pytest.mark.gate
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_boot_one_step_student_from_noise_only(dataset, tmp_path_factory):
-    # checkerboard (slow) at the recipe's length: the CI length scores 0.0648 there (bound 0.0632)
-    root = str(tmp_path_factory.mktemp("boot-gate"))
-    check_student(distilled("boot", dataset, root, recipe_length=dataset == "checkerboard")["rows"], 1, dataset)
+@pytest.fixture(scope="module")
+def boot_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("boot-gate"))
+
+
+def test_boot_one_step_student_from_noise_only_matches_the_teacher_at_16(boot_root):
+    """BOOT, data-free, on the resolved metric: ≡ 16 / 16 / 16 at seeds 0 / 1 / 2 (MMD² 0.0044-
+    0.0049). Ablation: the bootstrap step δ spans half the time axis (0.5 instead of 1/32), so
+    one teacher step over it is coarse: ≡ 4 / 4 (MMD² 0.0177)."""
+    student = equivalent_nfe("boot", "8gaussians", boot_root)[1]
+    coarse = equivalent_nfe("boot", "8gaussians", boot_root, ("method.delta=0.5",))[1]
+    assert matches_at(student) >= 16 and matches_at(coarse) < 16, (student, coarse)
+
+
+@pytest.mark.xfail(strict=True, reason="boot's 1-step student matches the teacher at 16 steps, not 64 "
+                   "(MMD² 0.0044-0.0049 vs teacher-64 0.00056, seeds 0-2)")
+def test_boot_one_step_student_matches_the_full_teacher(boot_root):
+    assert matches_at(equivalent_nfe("boot", "8gaussians", boot_root)[1]) >= 64
+
+
+@pytest.mark.slow
+def test_boot_one_step_student_from_noise_only_on_checkerboard(boot_root):
+    # at the recipe's length: the CI length scores 0.0648 there (bound 0.0632)
+    check_student(distilled("boot", "checkerboard", boot_root, recipe_length=True)["rows"], 1, "checkerboard")
 
 
 @pytest.mark.slow  # ~90 s a dataset: make test-all

@@ -1,5 +1,15 @@
 """Gates for the rectified-flow family (issue 4) on 8gaussians, with the shipped recipes
-shortened by test_gates_toy2d.SHORT (10,000 teacher couplings, batch 256):
+shortened by test_gates_toy2d.SHORT (10,000 teacher couplings, batch 256).
+
+Re-based on the resolved metric (MMD² with 95% intervals at 40,000 samples; ≡ teacher NFE),
+seeds 0 / 1 / 2 (ablations 0 / 1):
+- `reflow`: 1-step ≡ 8 / 8 / 8, 2-step ≡ 16 / 16 / 16 (MMD² 0.0021). Ablation: couplings from
+  the teacher's ODE in 4 steps instead of 64: 2-step ≡ 8 / 8 (0.0099).
+- `instaflow`: 1-step ≡ 16 / 16 / 16 (MMD² 0.0043). Ablation: almost no reflow before the
+  one-step distillation (reflow_fraction 0.02, i.e. distilling the teacher itself): ≡ 8 / 8
+  (0.0118), so straightening first is what InstaFlow adds.
+The "full teacher" claims (>= 64) are xfail(strict). The SWD bounds below, kept for slimflow
+and the checkerboard twins (`slow`), are the earlier evaluation's (10,000 samples):
 
 - `reflow` straightens the teacher's paths (straightness at most a tenth of the teacher's) and
   its 1-step student is at least 3x better (SWD) than the teacher at 1 step and within 1.5x of
@@ -21,12 +31,15 @@ The full recipes are in docs/methods.md.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from distill.config import load_config
 from distill.diffusion.export import load_denoiser
 from test_gates_consistency import check_student
-from test_gates_toy2d import DATASETS, distilled
+from test_gates_toy2d import DATASETS, distilled, equivalent_nfe, matches_at
 
 pytestmark = pytest.mark.gate
 
@@ -36,10 +49,25 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("rectified-flow-gate-runs"))
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_reflow_straightens_the_paths_and_samples_in_one_step(dataset, root):
-    result = distilled("reflow", dataset, root)
-    check_student(result["rows"], 1, dataset)
+def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teacher_at_16(root):
+    rows = equivalent_nfe("reflow", "8gaussians", root)
+    coarse = equivalent_nfe("reflow", "8gaussians", root, ("method.teacher_steps=4",))
+    assert matches_at(rows[2]) >= 16 and matches_at(coarse[2]) < 16, (rows[2], coarse[2])
+    assert rows[2]["mmd"] < rows[1]["mmd"]
+    straightness = json.loads((Path(root) / "resolved-reflow-8gaussians" / "eval.json").read_text())["straightness"]
+    assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
+
+
+@pytest.mark.xfail(strict=True, reason="reflow's 2-step student matches the teacher at 16 steps, "
+                   "not 64 (MMD² 0.0020-0.0021 vs teacher-64 0.00056, seeds 0-2)")
+def test_reflow_two_step_student_matches_the_full_teacher(root):
+    assert matches_at(equivalent_nfe("reflow", "8gaussians", root)[2]) >= 64
+
+
+@pytest.mark.slow
+def test_reflow_straightens_the_paths_on_checkerboard(root):
+    result = distilled("reflow", "checkerboard", root)
+    check_student(result["rows"], 1, "checkerboard")
     straightness = result["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
     assert result["rows"]["student", 2]["swd"] < result["rows"]["student", 1]["swd"]
@@ -56,6 +84,18 @@ def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root)
     assert count(student) <= count(teacher) / 3, (count(student), count(teacher))
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_instaflow_one_step_student(dataset, root):
-    check_student(distilled("instaflow", dataset, root)["rows"], 1, dataset)
+def test_instaflow_one_step_student_matches_the_teacher_at_16_and_needs_its_reflow(root):
+    student = equivalent_nfe("instaflow", "8gaussians", root)[1]
+    no_reflow = equivalent_nfe("instaflow", "8gaussians", root, ("method.reflow_fraction=0.02",))[1]
+    assert matches_at(student) >= 16 and matches_at(no_reflow) < 16, (student, no_reflow)
+
+
+@pytest.mark.xfail(strict=True, reason="instaflow's 1-step student matches the teacher at 16 steps, "
+                   "not 64 (MMD² 0.0043 vs teacher-64 0.00056, seeds 0-2)")
+def test_instaflow_one_step_student_matches_the_full_teacher(root):
+    assert matches_at(equivalent_nfe("instaflow", "8gaussians", root)[1]) >= 64
+
+
+@pytest.mark.slow
+def test_instaflow_one_step_student_on_checkerboard(root):
+    check_student(distilled("instaflow", "checkerboard", root)["rows"], 1, "checkerboard")
