@@ -27,7 +27,7 @@ from __future__ import annotations
 import pytest
 
 from test_gates_consistency import check_student
-from test_gates_toy2d import DATASETS, distilled, equivalent_nfe, matches_at
+from test_gates_toy2d import distilled, equivalent_nfe, matches_at
 
 pytestmark = pytest.mark.gate
 
@@ -58,10 +58,33 @@ def test_boot_one_step_student_from_noise_only_on_checkerboard(boot_root):
     check_student(distilled("boot", "checkerboard", boot_root, recipe_length=True)["rows"], 1, "checkerboard")
 
 
-@pytest.mark.slow  # ~90 s a dataset: make test-all
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_mdt_one_step_student(dataset, tmp_path_factory):
-    check_student(distilled("mdt", dataset, str(tmp_path_factory.mktemp("mdt-gate")))["rows"], 1, dataset)
+@pytest.fixture(scope="module")
+def mdt_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("mdt-gate"))
+
+
+@pytest.mark.slow  # ~90 s a run: make test-all
+def test_mdt_one_step_student_matches_the_teacher_at_8(mdt_root):
+    """MDT on the resolved metric: 1-step ≡ 8 / 8 / 8 at seeds 0 / 1 / 2 (MMD² 0.0076 / 0.0061 /
+    0.0072), 2-step ≡ 16 / 16 / 16."""
+    rows = equivalent_nfe("mdt", "8gaussians", mdt_root)
+    assert matches_at(rows[1]) >= 8 and matches_at(rows[2]) >= 16, rows
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "MDT's velocity-distillation term shows no effect at this scale: with vd_weight 0 (velocity "
+    "matching only) the 1-step student scores MMD² 0.0067 / 0.0072 at seeds 0 / 1 (≡ 8 / 8; 2 steps "
+    "≡ 16 / 16), as good as with it (0.0076 / 0.0061 / 0.0072 at seeds 0-2)"))
+def test_mdt_velocity_distillation_beats_velocity_matching_alone(mdt_root):
+    student = equivalent_nfe("mdt", "8gaussians", mdt_root)[1]
+    alone = equivalent_nfe("mdt", "8gaussians", mdt_root, ("method.vd_weight=0",))[1]
+    assert student["mmd_ci"][1] < alone["mmd_ci"][0], (student, alone)
+
+
+@pytest.mark.slow
+def test_mdt_one_step_student_on_checkerboard(mdt_root):
+    check_student(distilled("mdt", "checkerboard", mdt_root)["rows"], 1, "checkerboard")
 
 
 @pytest.mark.slow  # the recipe's length, ~2 min a dataset on one thread
@@ -71,8 +94,27 @@ def test_meanflow_one_step_student(dataset, tmp_path_factory):
     check_student(rows, 1, dataset)
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_flow_map_one_step_student_from_noise_only(dataset, tmp_path_factory):
-    # checkerboard (slow) at the recipe's length
-    root = str(tmp_path_factory.mktemp("flow-map-gate"))
-    check_student(distilled("flow-map", dataset, root, recipe_length=dataset == "checkerboard")["rows"], 1, dataset)
+@pytest.fixture(scope="module")
+def flow_map_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("flow-map-gate"))
+
+
+def test_flow_map_one_step_student_from_noise_only_matches_the_teacher_at_8(flow_map_root):
+    """The data-free flow map on the resolved metric: 1-step ≡ 8 / 8 / 8 at seeds 0 / 1 / 2 (MMD²
+    0.0060 / 0.0060 / 0.0062). Ablation: every row a plain match of the teacher's velocity
+    (flow_ratio 1, no jumps from noise): the one-step map is one Euler step of the teacher,
+    ≡ 1 / 1 (MMD² 1.29)."""
+    student = equivalent_nfe("flow-map", "8gaussians", flow_map_root)[1]
+    no_jumps = equivalent_nfe("flow-map", "8gaussians", flow_map_root, ("method.flow_ratio=1.0",))[1]
+    assert matches_at(student) >= 8 and matches_at(no_jumps) < 8, (student, no_jumps)
+
+
+@pytest.mark.xfail(strict=True, reason="the flow map's 1-step student matches the teacher at 8 steps, not "
+                   "64 (MMD² 0.0060-0.0062 vs teacher-64 0.00056, seeds 0-2)")
+def test_flow_map_one_step_student_matches_the_full_teacher(flow_map_root):
+    assert matches_at(equivalent_nfe("flow-map", "8gaussians", flow_map_root)[1]) >= 64
+
+
+@pytest.mark.slow
+def test_flow_map_one_step_student_on_checkerboard(flow_map_root):
+    check_student(distilled("flow-map", "checkerboard", flow_map_root, recipe_length=True)["rows"], 1, "checkerboard")
