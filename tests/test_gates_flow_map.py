@@ -27,7 +27,13 @@ from __future__ import annotations
 import pytest
 
 from test_gates_consistency import check_student
-from test_gates_toy2d import distilled, equivalent_nfe, matches_at
+from test_gates_toy2d import (
+    check_full_teacher,
+    check_gate_and_ablation,
+    distilled,
+    equivalent_nfe,
+    matches_at,
+)
 
 pytestmark = pytest.mark.gate
 
@@ -41,15 +47,13 @@ def test_boot_one_step_student_from_noise_only_matches_the_teacher_at_16(boot_ro
     """BOOT, data-free, on the resolved metric: ≡ 16 / 16 / 16 at seeds 0 / 1 / 2 (MMD² 0.0044-
     0.0049). Ablation: the bootstrap step δ spans half the time axis (0.5 instead of 1/32), so
     one teacher step over it is coarse: ≡ 4 / 4 (MMD² 0.0177)."""
-    student = equivalent_nfe("boot", "8gaussians", boot_root)[1]
-    coarse = equivalent_nfe("boot", "8gaussians", boot_root, ("method.delta=0.5",))[1]
-    assert matches_at(student) >= 16 and matches_at(coarse) < 16, (student, coarse)
+    check_gate_and_ablation("boot", 1, 16, ("method.delta=0.5",), boot_root)
 
 
 @pytest.mark.xfail(strict=True, reason="boot's 1-step student matches the teacher at 16 steps, not 64 "
                    "(MMD² 0.0044-0.0049 vs teacher-64 0.00056, seeds 0-2)")
 def test_boot_one_step_student_matches_the_full_teacher(boot_root):
-    assert matches_at(equivalent_nfe("boot", "8gaussians", boot_root)[1]) >= 64
+    check_full_teacher("boot", 1, boot_root)
 
 
 @pytest.mark.slow
@@ -104,15 +108,13 @@ def test_flow_map_one_step_student_from_noise_only_matches_the_teacher_at_8(flow
     0.0060 / 0.0060 / 0.0062). Ablation: every row a plain match of the teacher's velocity
     (flow_ratio 1, no jumps from noise): the one-step map is one Euler step of the teacher,
     ≡ 1 / 1 (MMD² 1.29)."""
-    student = equivalent_nfe("flow-map", "8gaussians", flow_map_root)[1]
-    no_jumps = equivalent_nfe("flow-map", "8gaussians", flow_map_root, ("method.flow_ratio=1.0",))[1]
-    assert matches_at(student) >= 8 and matches_at(no_jumps) < 8, (student, no_jumps)
+    check_gate_and_ablation("flow-map", 1, 8, ("method.flow_ratio=1.0",), flow_map_root)
 
 
 @pytest.mark.xfail(strict=True, reason="the flow map's 1-step student matches the teacher at 8 steps, not "
                    "64 (MMD² 0.0060-0.0062 vs teacher-64 0.00056, seeds 0-2)")
 def test_flow_map_one_step_student_matches_the_full_teacher(flow_map_root):
-    assert matches_at(equivalent_nfe("flow-map", "8gaussians", flow_map_root)[1]) >= 64
+    check_full_teacher("flow-map", 1, flow_map_root)
 
 
 @pytest.mark.slow

@@ -39,7 +39,13 @@ import pytest
 from distill.config import load_config
 from distill.diffusion.export import load_denoiser
 from test_gates_consistency import check_student
-from test_gates_toy2d import DATASETS, distilled, equivalent_nfe, matches_at
+from test_gates_toy2d import (
+    DATASETS,
+    check_full_teacher,
+    check_gate_and_ablation,
+    distilled,
+    equivalent_nfe,
+)
 
 pytestmark = pytest.mark.gate
 
@@ -50,10 +56,8 @@ def root(tmp_path_factory) -> str:
 
 
 def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teacher_at_16(root):
-    rows = equivalent_nfe("reflow", "8gaussians", root)
-    coarse = equivalent_nfe("reflow", "8gaussians", root, ("method.teacher_steps=4",))
-    assert matches_at(rows[2]) >= 16 and matches_at(coarse[2]) < 16, (rows[2], coarse[2])
-    assert rows[2]["mmd"] < rows[1]["mmd"]
+    two = check_gate_and_ablation("reflow", 2, 16, ("method.teacher_steps=4",), root)
+    assert two["mmd"] < equivalent_nfe("reflow", "8gaussians", root)[1]["mmd"]
     straightness = json.loads((Path(root) / "resolved-reflow-8gaussians" / "eval.json").read_text())["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
 
@@ -61,7 +65,7 @@ def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teach
 @pytest.mark.xfail(strict=True, reason="reflow's 2-step student matches the teacher at 16 steps, "
                    "not 64 (MMD² 0.0020-0.0021 vs teacher-64 0.00056, seeds 0-2)")
 def test_reflow_two_step_student_matches_the_full_teacher(root):
-    assert matches_at(equivalent_nfe("reflow", "8gaussians", root)[2]) >= 64
+    check_full_teacher("reflow", 2, root)
 
 
 @pytest.mark.slow
@@ -85,15 +89,13 @@ def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root)
 
 
 def test_instaflow_one_step_student_matches_the_teacher_at_16_and_needs_its_reflow(root):
-    student = equivalent_nfe("instaflow", "8gaussians", root)[1]
-    no_reflow = equivalent_nfe("instaflow", "8gaussians", root, ("method.reflow_fraction=0.02",))[1]
-    assert matches_at(student) >= 16 and matches_at(no_reflow) < 16, (student, no_reflow)
+    check_gate_and_ablation("instaflow", 1, 16, ("method.reflow_fraction=0.02",), root)
 
 
 @pytest.mark.xfail(strict=True, reason="instaflow's 1-step student matches the teacher at 16 steps, "
                    "not 64 (MMD² 0.0043 vs teacher-64 0.00056, seeds 0-2)")
 def test_instaflow_one_step_student_matches_the_full_teacher(root):
-    assert matches_at(equivalent_nfe("instaflow", "8gaussians", root)[1]) >= 64
+    check_full_teacher("instaflow", 1, root)
 
 
 @pytest.mark.slow

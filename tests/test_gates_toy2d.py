@@ -105,6 +105,23 @@ def matches_at(row: dict) -> int:
     return 65 if row["speedup_lower_bound"] else row["match_nfe"]
 
 
+def check_gate_and_ablation(method: str, steps: int, k: int, ablation: tuple[str, ...], root: str) -> dict:
+    """A re-based gate on 8gaussians: the `steps`-step student matches the teacher at >= k NFE,
+    and with its key mechanism switched off (the `ablation` overrides) it does not. Returns
+    the student's row."""
+    student = equivalent_nfe(method, "8gaussians", root)[steps]
+    ablated = equivalent_nfe(method, "8gaussians", root, ablation)[steps]
+    assert matches_at(student) >= k, student
+    assert matches_at(ablated) < k, ablated
+    return student
+
+
+def check_full_teacher(method: str, steps: int, root: str) -> None:
+    """The papers' claim at this scale: the student matches the teacher at its 64 steps (kept,
+    marked xfail(strict) with the measured numbers, where it does not hold)."""
+    assert matches_at(equivalent_nfe(method, "8gaussians", root)[steps]) >= 64
+
+
 @pytest.fixture(scope="session")
 def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("gate-runs"))
@@ -116,10 +133,7 @@ def test_ode_pairs_one_step_student_matches_the_teacher_at_16_steps(root):
     MMD² 0.0030). The ablation solves the pairs' ODE in 1 step instead of 64 (the student then
     learns teacher-1: ≡ 1 / 1 / 1; with 4 steps ≡ 4 / 4), so the accurate ODE solution is what
     the student learns from."""
-    student = equivalent_nfe("ode-pairs", "8gaussians", root)[1]
-    coarse = equivalent_nfe("ode-pairs", "8gaussians", root, ("method.teacher_steps=1",))[1]
-    assert matches_at(student) >= 16, student
-    assert matches_at(coarse) < 16, coarse
+    student = check_gate_and_ablation("ode-pairs", 1, 16, ("method.teacher_steps=1",), root)
     assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
 
 
@@ -127,7 +141,7 @@ def test_ode_pairs_one_step_student_matches_the_teacher_at_16_steps(root):
     "the one-step student matches the teacher at 16 steps, not 64: MMD² 0.0030 vs teacher-16 "
     "0.0016 and teacher-64 0.00056 (seeds 0-2 at the gate's 1000 steps)"))
 def test_ode_pairs_one_step_student_matches_the_full_teacher(root):
-    assert matches_at(equivalent_nfe("ode-pairs", "8gaussians", root)[1]) >= 64
+    check_full_teacher("ode-pairs", 1, root)
 
 
 @pytest.mark.slow
@@ -143,17 +157,14 @@ def test_progressive_two_step_student_matches_the_teacher_at_16_steps(root):
     matches the teacher at 16 steps (seeds 0 / 1 / 2: 16 / 16 / 16, MMD² 0.0044 / 0.0044 /
     0.0039). The ablation starts the rounds from the teacher's 4 steps (one round 4 -> 2): ≡ 4
     / 4 (MMD² 0.0140), so the long chain of rounds from a fine solve is what the student keeps."""
-    student = equivalent_nfe("progressive", "8gaussians", root)[2]
-    short_chain = equivalent_nfe("progressive", "8gaussians", root, ("method.start_steps=4",))[2]
-    assert matches_at(student) >= 16, student
-    assert matches_at(short_chain) < 16, short_chain
+    check_gate_and_ablation("progressive", 2, 16, ("method.start_steps=4",), root)
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "the 2-step student matches the teacher at 16 steps, not 64 (MMD² 0.0039-0.0044 vs "
     "teacher-64 0.00056, seeds 0-2 at the gate's 3000 steps)"))
 def test_progressive_two_step_student_matches_the_full_teacher(root):
-    assert matches_at(equivalent_nfe("progressive", "8gaussians", root)[2]) >= 64
+    check_full_teacher("progressive", 2, root)
 
 
 @pytest.mark.slow
