@@ -152,3 +152,15 @@ def test_rbf_kernel_equals_the_sum_of_exponentials(bandwidths):
     sq = torch.rand(300, 200, dtype=torch.float64) * 40
     direct = sum(torch.exp(-sq / (2 * h * h)) for h in bandwidths)
     torch.testing.assert_close(_rbf_sum(bandwidths)(sq), direct, rtol=1e-13, atol=1e-25)
+
+
+def test_block_estimates_with_cached_reference_terms_equal_the_uncached():
+    from distill.metrics.samples import energy_blocks, mmd_blocks
+
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(400, 2, generator=gen) for _ in range(3))
+    cache: dict = {}
+    for x in (a, c):  # the second set reuses the reference blocks' terms
+        assert mmd_blocks(x, b, (0.1, 1.0), b_self=cache) == pytest.approx(mmd_blocks(x, b, (0.1, 1.0)), rel=1e-12)
+        assert energy_blocks(x, b, b_self=cache) == pytest.approx(energy_blocks(x, b), rel=1e-12)
+    assert len(cache) == 2 * 10  # one term per reference block and statistic

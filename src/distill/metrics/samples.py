@@ -142,9 +142,9 @@ BLOCK_ROWS = 2000  # rows per block of a block estimate (fewer when that leaves 
 MIN_BLOCKS = 10
 
 
-def blockwise(a: torch.Tensor, b: torch.Tensor, statistic: Callable[[torch.Tensor, torch.Tensor], float],
+def blockwise(a: torch.Tensor, b: torch.Tensor, statistic: Callable[[torch.Tensor, torch.Tensor, int], float],
               block: int = BLOCK_ROWS) -> tuple[float, float]:
-    """(mean, standard error) of `statistic(a_k, b_k)` over disjoint blocks: the k-th `block`
+    """(mean, standard error) of `statistic(a_k, b_k, k)` over disjoint blocks: the k-th `block`
     rows of a: (N, D) and of b: (M, D) (fewer rows per block when that leaves under
     MIN_BLOCKS blocks; rows past the last whole block are left out).
 
@@ -157,21 +157,40 @@ def blockwise(a: torch.Tensor, b: torch.Tensor, statistic: Callable[[torch.Tenso
     count = n // rows
     if count < 2:
         raise ValueError(f"a block estimate needs at least 4 rows in each set, got {len(a)} and {len(b)}")
-    values = torch.tensor([statistic(a[k * rows:(k + 1) * rows], b[k * rows:(k + 1) * rows])
+    values = torch.tensor([statistic(a[k * rows:(k + 1) * rows], b[k * rows:(k + 1) * rows], k)
                            for k in range(count)], dtype=torch.float64)
     return values.mean().item(), (values.std() / math.sqrt(count)).item()
 
 
+def _self_term(cache: dict | None, key: tuple, compute: Callable[[], float]) -> float | None:
+    """A reference block's within-set term from `cache` (computed and kept on first use); None
+    without a cache (the statistic then computes it)."""
+    if cache is None:
+        return None
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
 def mmd_blocks(a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float] = BANDWIDTHS,
-               block: int = BLOCK_ROWS) -> tuple[float, float]:
+               block: int = BLOCK_ROWS, b_self: dict | None = None) -> tuple[float, float]:
     """Unbiased MMD² (`mmd_rbf`, multi-bandwidth RBF kernel) as a block estimate over all rows
-    of a: (N, D) and b: (M, D), and its standard error (`blockwise`)."""
-    return blockwise(a, b, lambda x, y: mmd_rbf(x, y, bandwidths), block)
+    of a: (N, D) and b: (M, D), and its standard error (`blockwise`). `b_self`: a dict kept by
+    a caller that compares many sample sets with one reference b, which then computes each
+    reference block's within-set term once."""
+    def statistic(x: torch.Tensor, y: torch.Tensor, k: int) -> float:
+        own = _self_term(b_self, ("mmd", tuple(bandwidths), len(y), k), lambda: mmd_self_term(y, bandwidths))
+        return mmd_rbf(x, y, bandwidths, b_self=own)
+    return blockwise(a, b, statistic, block)
 
 
-def energy_blocks(a: torch.Tensor, b: torch.Tensor, block: int = BLOCK_ROWS) -> tuple[float, float]:
-    """Energy distance as a block estimate over all rows of a and b, and its standard error."""
-    return blockwise(a, b, energy_distance, block)
+def energy_blocks(a: torch.Tensor, b: torch.Tensor, block: int = BLOCK_ROWS,
+                  b_self: dict | None = None) -> tuple[float, float]:
+    """Energy distance as a block estimate over all rows of a and b, and its standard error
+    (`b_self` as for `mmd_blocks`)."""
+    def statistic(x: torch.Tensor, y: torch.Tensor, k: int) -> float:
+        return energy_distance(x, y, b_self=_self_term(b_self, ("energy", len(y), k), lambda: energy_self_term(y)))
+    return blockwise(a, b, statistic, block)
 
 
 def energy_self_term(b: torch.Tensor) -> float:
