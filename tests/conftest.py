@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "toy2d"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--gate-methods", metavar="PATH", help=(
+        "write the registered methods that the selected `gate` tests cover (not counting xfail "
+        "ones) to PATH as JSON: tests/test_gate_coverage.py reads it"))
+
+
+def gate_methods(item: pytest.Item) -> set[str]:
+    """The methods a `gate` test checks: the names given to its marker, `@pytest.mark.gate("dmd")`,
+    and the value of its `method` parameter when it is parametrized by one."""
+    names = {name for mark in item.iter_markers("gate") for name in mark.args}
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if isinstance(params.get("method"), str):
+        names.add(params["method"])
+    return names
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    path = session.config.getoption("--gate-methods")
+    if path:
+        covered = set().union(*(gate_methods(item) for item in session.items
+                                if item.get_closest_marker("xfail") is None), set())
+        Path(path).write_text(json.dumps(sorted(covered)))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -18,17 +18,22 @@ shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
   0.0573 / 0.0597 (1.33x / 1.38x teacher-64 0.0432; 1000 steps at batch 256 gave 1.56x).
   With the DDPM-style embedding (1000 rad per unit time) the floor was 2x (docs/methods.md#scm).
 
-- `tscd` (`slow`: the recipes at full length, 2000 steps at batch 512, ~2 min each on one
-  thread): the 1-step student after the 2 -> 1 segment schedule meets `cd`'s bounds. Measured:
-  0.0869 / 0.0874 on 8gaussians and 0.0450 / 0.0450 on checkerboard at seeds 0 / 1 (bounds
-  0.126 / 0.0632).
+- `tscd` (8gaussians on the resolved metric, 1000 steps at batch 256: ≡ 8 with cd's ablation;
+  checkerboard `slow` at the recipe's 2000 steps at batch 512 on SWD: 0.0450 / 0.0450 at seeds
+  0 / 1, bound 0.0632).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from test_gates_toy2d import DATASETS, check_full_teacher, check_gate_and_ablation, distilled
+from test_gates_toy2d import (
+    DATASETS,
+    check_full_teacher,
+    check_gate_and_ablation,
+    distilled,
+    equivalent_nfe,
+)
 
 pytestmark = pytest.mark.gate
 
@@ -46,6 +51,7 @@ def check_student(rows: dict, steps: int, dataset: str) -> None:
         assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student
 
 
+@pytest.mark.gate("cd")
 def test_consistency_distilled_one_step_student_matches_the_teacher_at_16_steps(root):
     """Song et al.'s consistency distillation, on the resolved metric: the 1-step student
     matches the teacher at 16 steps (seeds 0 / 1 / 2: 16 / 16 / 16, MMD² 0.0039 / 0.0038 /
@@ -68,6 +74,7 @@ def test_consistency_distilled_one_step_student_on_checkerboard(root):
     check_student(distilled("cd", "checkerboard", root)["rows"], 1, "checkerboard")
 
 
+@pytest.mark.gate("mcd")
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_multistep_consistency_two_step_student(dataset, root):
     rows = distilled("mcd", dataset, root)["rows"]
@@ -75,6 +82,7 @@ def test_multistep_consistency_two_step_student(dataset, root):
     assert rows["student", 2]["swd"] < rows["student", 1]["swd"]
 
 
+@pytest.mark.gate("mcd")
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_one_multistep_model_gets_better_from_one_to_two_to_four_steps(dataset, root):
     """Issue 4: one `mcd` model serves 1, 2 and 4 steps, better with each. Trained with 4
@@ -89,6 +97,7 @@ def test_one_multistep_model_gets_better_from_one_to_two_to_four_steps(dataset, 
     assert swd[4] <= 1.5 * rows["teacher", 64]["swd"], (swd[4], rows["teacher", 64]["swd"])
 
 
+@pytest.mark.gate("scm")
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_continuous_time_consistency_one_step_student(dataset, root):
     """sCM's 1-step student meets the issue's bounds (3x better than teacher-1, within 1.5x of
@@ -96,7 +105,25 @@ def test_continuous_time_consistency_one_step_student(dataset, root):
     check_student(distilled("scm", dataset, root, recipe_length=dataset != "8gaussians")["rows"], 1, dataset)
 
 
+@pytest.mark.gate("tscd")
+def test_trajectory_segmented_consistency_one_step_student_matches_the_teacher_at_8(root):
+    """TSCD (segments 2 -> 1), 1000 steps at batch 256: 1-step ≡ 8 / 8 / 8 at seeds 0 / 1 / 2
+    (MMD² 0.0062 / 0.0059 / 0.0061). Ablation as cd's, the teacher's ODE step spanning half the
+    time axis (intervals 2): ≡ 4 / 4 (MMD² 0.031)."""
+    check_gate_and_ablation("tscd", 1, 8, ("method.intervals=2",), root)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_trajectory_segmented_consistency_one_step_student(dataset, root):
-    check_student(distilled("tscd", dataset, root)["rows"], 1, dataset)
+@pytest.mark.xfail(strict=True, reason=(
+    "the segment schedule does not beat plain consistency distillation here: one segment "
+    "(segments [1], the same settings) scores ≡ 16 / 16 (MMD² 0.0039 / 0.0038) against the "
+    "2 -> 1 schedule's 8 / 8 / 8 (0.0059-0.0062) at seeds 0-2"))
+def test_trajectory_segmented_consistency_beats_one_segment(root):
+    segmented = equivalent_nfe("tscd", "8gaussians", root)[1]
+    one = equivalent_nfe("tscd", "8gaussians", root, ("method.segments=[1]",))[1]
+    assert segmented["mmd_ci"][1] < one["mmd_ci"][0], (segmented, one)
+
+
+@pytest.mark.slow
+def test_trajectory_segmented_consistency_one_step_student_on_checkerboard(root):
+    check_student(distilled("tscd", "checkerboard", root, recipe_length=True)["rows"], 1, "checkerboard")

@@ -1,27 +1,38 @@
-"""Gates for distribution matching distillation (issue 5) on 8gaussians, with the shipped
-recipes (dmd shortened by test_gates_toy2d.SHORT to 800 steps and 5,000 pairs: 1.18x
-teacher-64 when written; 1.07x at 1500 steps):
+"""Gates for distribution matching distillation (issue 5) on toy 2D data.
 
-- `dmd`, `dmd2`, `sid` and `vsd` (recipes: 2000 steps, dmd2 3000 at a constant lr: 0.91-1.11x
-  at seeds 0-3 on 2026-12-03, where its earlier 2000 cosine steps ranged 1.05-1.90x; vsd at batch
-  256: 1.23x when written): the 1-step student's SWD is within 1.3x of the teacher at 64 steps, at
-  least 3x better than the teacher at 1 step, and every one of the 8 modes keeps at least 5%
-  of the samples (no mode collapse, the classic failure of reverse-KL matching).
+On 8gaussians every 1-step generator is gated on the resolved metric (MMD² with 95% intervals
+at 40,000 samples): it matches the teacher at >= K Euler steps, K the least over seeds 0-2 at
+the gate's settings (test_gates_toy2d.SHORT), and the ablation of its key mechanism does not
+(`check_gate_and_ablation`). Measured ≡ teacher NFE (seeds 0 / 1 / 2, MMD² in brackets):
 
-On checkerboard, `dmd` and `dmd2` are gated at their recipes' length (`slow`). dmd: 2000 steps,
-10k pairs; 1-step SWD 0.0519 / 0.0521 at seeds 0 / 1, 1.23x teacher-64 0.0421, bound 0.0547;
-the gate on 2026-12-02: 0.0527 in 388 s. dmd2: 12000 steps without the GAN, 1.09-1.25x at
-seeds 0-5 (2026-12-03, one thread, ~140 s each), where the earlier 3000-step recipe ranged
-1.20-1.66x (docs/methods.md#dmd2). sid: 12000 steps, 1.15-1.22x at seeds 0-3 (2026-12-03, ~280 s
-each; 1.92x at its earlier 2000). vsd: 12000 steps at lr 1e-3, 1.09-1.26x at seeds 0-3 (~180 s
-each; its earlier 2000 steps at lr 3e-4: 1.80x at seed 1). `f-distill` is not gated there.
+- `dmd` (800 steps, 5,000 pairs): 8 / 8 / 8 (0.0065-0.0071). Without the regression loss
+  (`regression_weight: 0`) it collapses onto a few modes: ≡ 2 / 4 (0.200 / 0.019, 0 and 6 of 8
+  modes held), DMD's argument for the loss.
+- `dmd2` (its recipe, 3000 steps): 16 / 16 / 16 (0.0045-0.0050). With one fake-score update
+  per generator update instead of five (the two time-scale rule off): ≡ 8 / 8 (0.0089 / 0.0130).
+- `sid` (800 steps at batch 256): 8 / 8 / 8 (0.0075 / 0.0068 / 0.0127). With the fake score
+  frozen at the teacher (`fake_lr: 1e-9`: the score identity has no generator score to
+  compare) the generator drifts off: ≡ 1 (1.72, worse than teacher-1).
+- `vsd` (batch 256): 16 / 8 / 8 (0.0048-0.0052); its LoRA fake score frozen: ≡ 2 (0.258).
+- `f-distill` (800 steps at batch 256): 8 / 8 / 4 (0.0060 / 0.0098 / 0.0137); its fake score
+  frozen: ≡ 2 (0.469, collapsed).
+
+Claims that do not hold at this scale are kept `slow` and xfail(strict), with the numbers:
+DMD's distribution-matching term over the regression alone, SiD's alpha = 1.2 over alpha = 0,
+f-distill's Jensen-Shannon weighting over reverse KL (DMD's).
+
+On checkerboard (`slow`, the recipes' length) the SWD bounds stay as calibrated: the 1-step
+student within 1.3x of teacher-64 and 3x better than teacher-1. dmd: 2000 steps, 10k pairs;
+1-step SWD 0.0519 / 0.0521 at seeds 0 / 1 (teacher-64 0.0421). dmd2: 12000 steps without the
+GAN, 1.09-1.25x at seeds 0-5. sid: 12000 steps, 1.15-1.22x at seeds 0-3. vsd: 12000 steps at
+lr 1e-3, 1.09-1.26x at seeds 0-3 (docs/methods/step-distillation.md).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from test_gates_toy2d import distilled
+from test_gates_toy2d import check_gate_and_ablation, distilled, equivalent_nfe, matches_at
 
 pytestmark = pytest.mark.gate
 
@@ -31,21 +42,57 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("dmd-gate-runs"))
 
 
-SLOW = pytest.mark.slow
+FROZEN_FAKE = ("method.fake_lr=1e-9",)  # the fake score stays the teacher: no distribution to match
 
 
-@pytest.mark.parametrize(("method", "dataset"), [
-    pytest.param("dmd", "8gaussians", marks=SLOW), ("dmd2", "8gaussians"),
-    pytest.param("sid", "8gaussians", marks=SLOW), pytest.param("vsd", "8gaussians", marks=SLOW),
-    pytest.param("dmd", "checkerboard", marks=SLOW), pytest.param("dmd2", "checkerboard", marks=SLOW),
-    pytest.param("sid", "checkerboard", marks=SLOW), pytest.param("vsd", "checkerboard", marks=SLOW),
+@pytest.mark.parametrize(("method", "k", "ablation"), [
+    ("dmd", 8, ("method.regression_weight=0",)),
+    ("dmd2", 16, ("method.fake_updates=1",)),
+    ("sid", 8, FROZEN_FAKE),
+    ("vsd", 8, FROZEN_FAKE),
+    ("f-distill", 4, FROZEN_FAKE),
 ])
-def test_one_step_generator_matches_the_teacher_without_collapse(method, dataset, root):
-    rows = distilled(method, dataset, root, recipe_length=dataset == "checkerboard")["rows"]
+def test_one_step_generator_matches_the_teacher_and_its_ablation_does_not(method, k, ablation, root):
+    student = check_gate_and_ablation(method, 1, k, ablation, root)
+    assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.02, student
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "the regression alone does better here: with the fake score frozen (no distribution-matching "
+    "gradient) dmd's student is ≡ 16 (MMD² 0.0022) against 8 (0.0065-0.0071, seeds 0-2) with it"))
+def test_dmd_distribution_matching_beats_its_regression_alone(root):
+    both = equivalent_nfe("dmd", "8gaussians", root)[1]
+    regression = equivalent_nfe("dmd", "8gaussians", root, FROZEN_FAKE)[1]
+    assert both["mmd_ci"][1] < regression["mmd_ci"][0], (both, regression)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "alpha does not matter at this scale: alpha 0 scores ≡ 8 / 8 (MMD² 0.0123 / 0.0068) against "
+    "alpha 1.2's 8 / 8 (0.0075 / 0.0068) at seeds 0 / 1"))
+def test_sid_alpha_beats_the_plain_score_difference(root):
+    sid = equivalent_nfe("sid", "8gaussians", root)[1]
+    plain = equivalent_nfe("sid", "8gaussians", root, ("method.alpha=0",))[1]
+    assert matches_at(sid) > matches_at(plain), (sid, plain)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "Jensen-Shannon weighting scores as reverse KL (DMD's) here: ≡ 8 / 8 / 4 (MMD² 0.0060 / "
+    "0.0098 / 0.0137) against reverse KL's 8 / 8 (0.0070 / 0.0121) at seeds 0-2 / 0-1"))
+def test_f_distill_js_beats_reverse_kl(root):
+    js = equivalent_nfe("f-distill", "8gaussians", root)[1]
+    reverse_kl = equivalent_nfe("f-distill", "8gaussians", root, ("method.divergence=reverse-kl",))[1]
+    assert js["mmd_ci"][1] < reverse_kl["mmd_ci"][0], (js, reverse_kl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dmd", "dmd2", "sid", "vsd"])
+def test_one_step_generator_on_checkerboard(method, root):
+    rows = distilled(method, "checkerboard", root, recipe_length=True)["rows"]
     student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
     print(f"{method} 1-step SWD {student['swd']:.4f} vs teacher-64 {teacher64['swd']:.4f}, "
-          f"teacher-1 {teacher1['swd']:.3f}; smallest mode {student.get('min_mode_fraction')}")
+          f"teacher-1 {teacher1['swd']:.3f}")
     assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
     assert student["swd"] <= teacher1["swd"] / 3, (student["swd"], teacher1["swd"])
-    if dataset == "8gaussians":
-        assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05, student

@@ -12,7 +12,10 @@ Measured when the gates were written (800 steps, single-threaded, seeds 0-2, the
   hsd at that exit 89.4 ± 1.5 (88.3 at seeds 3-5). With uniform batches (and T = 2) 79.6 ± 7.5;
   without the transfer set (T = 2) 87.5 ± 1.5.
 The margins (1.5 and 1.0 points) sit under those leads, because these two runs train their
-teachers online and vary more from seed to seed than the offline-KD gates.
+teachers online and vary more from seed to seed than the offline-KD gates. Measured again
+when bd-kd joined `make test` (issue 47, one process): label-only 90.0 ± 1.2, bd-kd 92.9 ±
+0.9; truncated 87.1 ± 0.4, hsd 88.5 ± 1.8 (paired differences -0.1 / 3.2 / 1.0: hsd's lead is
+within 2 standard errors, so this gate is the noisiest in CI).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kd-online-gates")
 
 
-@pytest.mark.slow
+@pytest.mark.gate("bd-kd")
 def test_online_kd_beats_the_label_only_student(out: Path):
     bd_kd = mean(accuracies(out, "bd-kd"))
     assert bd_kd >= label_only(out) + 1.5, (bd_kd, label_only(out))
 
 
+@pytest.mark.gate("hsd")
 def test_hierarchical_self_distillation_exit_beats_the_truncated_label_only_network(out: Path):
     truncated = mean(accuracies(out, "supervised", "student.exits=[1]", "student.use_exit=1"))
     hsd = mean(accuracies(out, "hsd"))  # the export predicts with the exit after block 1

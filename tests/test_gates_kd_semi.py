@@ -27,6 +27,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kd-semi-gates")
 
 
+@pytest.mark.gate("dho")
 def test_dho_beats_the_label_only_student_with_ten_percent_of_the_labels(out: Path):
     label_only = mean(accuracies(out, "supervised", "method.label_fraction=0.1"))
     dho = mean(accuracies(out, "dho"))  # the recipe keeps 10% of the labels

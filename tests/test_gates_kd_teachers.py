@@ -37,7 +37,7 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kd-teacher-gates")
 
 
-@pytest.mark.parametrize(("recipe", "margin"), [pytest.param("ofa", 2.0, marks=pytest.mark.slow),
+@pytest.mark.parametrize(("recipe", "margin"), [pytest.param("ofa", 2.0, marks=pytest.mark.gate("ofa")),
                                                 pytest.param("meal", 1.0, marks=pytest.mark.slow),
                                                 pytest.param("multi-teacher", 2.0, marks=pytest.mark.slow)])
 def test_student_beats_the_label_only_student(out: Path, recipe: str, margin: float):
@@ -45,6 +45,7 @@ def test_student_beats_the_label_only_student(out: Path, recipe: str, margin: fl
     assert student >= label_only(out) + margin, (recipe, student, label_only(out))
 
 
+@pytest.mark.gate("self-distill")
 def test_self_distilled_generation_beats_its_own_teacher(out: Path):
     students = accuracies(out, "self-distill")
     teacher = teacher_accuracy(out, "self-distill")

@@ -39,7 +39,7 @@ def student_row(recipe: str, out: Path, *overrides: str) -> dict:
 CE_LRS = ("1e-3", "3e-3")
 
 
-@pytest.mark.gate
+@pytest.mark.gate("lm-kd")
 def test_kd_from_smollm2_beats_cross_entropy_at_its_best_learning_rate(tmp_path: Path):
     kd = student_row("lm-kd", tmp_path)
     ce = [student_row("lm-ce", tmp_path, f"train.lr={lr}") for lr in CE_LRS]

@@ -55,6 +55,7 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("rectified-flow-gate-runs"))
 
 
+@pytest.mark.gate("reflow")
 def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teacher_at_16(root):
     two = check_gate_and_ablation("reflow", 2, 16, ("method.teacher_steps=4",), root)
     assert two["mmd"] < equivalent_nfe("reflow", "8gaussians", root)[1]["mmd"]
@@ -77,6 +78,7 @@ def test_reflow_straightens_the_paths_on_checkerboard(root):
     assert result["rows"]["student", 2]["swd"] < result["rows"]["student", 1]["swd"]
 
 
+@pytest.mark.gate("slimflow")
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root):
     # checkerboard (slow) at the recipe's length: the CI length scores 0.0749 there (bound 0.0632)
@@ -88,6 +90,7 @@ def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root)
     assert count(student) <= count(teacher) / 3, (count(student), count(teacher))
 
 
+@pytest.mark.gate("instaflow")
 def test_instaflow_one_step_student_matches_the_teacher_at_16_and_needs_its_reflow(root):
     check_gate_and_ablation("instaflow", 1, 16, ("method.reflow_fraction=0.02",), root)
 

@@ -38,7 +38,10 @@ SHORT = {
     "cd": ["train.steps=1000", "train.batch_size=256"],
     "mcd": ["train.steps=1000", "train.batch_size=256"],
     "scm": ["train.steps=600", "train.batch_size=256"],
+    "tscd": ["train.steps=1000", "train.batch_size=256"],
     "dmd": ["train.steps=800", "method.pairs=5000"],
+    "sid": ["train.steps=800", "train.batch_size=256"],
+    "f-distill": ["train.steps=800", "train.batch_size=256"],
     "vsd": ["train.batch_size=256"],
     # rectified flow (test_gates_rectified_flow.py; recipe numbers in docs/methods.md)
     "reflow": ["train.steps=1000", "method.pairs=10000", "train.batch_size=256", "train.lr=2e-4",
@@ -48,12 +51,13 @@ SHORT = {
     # data-free flow maps (test_gates_flow_map.py)
     "boot": ["train.steps=1000", "train.batch_size=256", "train.lr=2e-4", "train.ema_decay=0.995"],
     "mdt": ["train.steps=1000", "train.batch_size=256"],
+    "meanflow": ["train.steps=1500", "train.batch_size=256"],
     "flow-map": ["train.steps=2000", "train.batch_size=256"],
-    # distribution-matching variants (test_gates_dmd_variants.py): 3x-over-the-teacher gates only
+    # distribution-matching variants (test_gates_dmd_variants.py)
     "dmd-phased": ["train.steps=500", "train.batch_size=256"],
     "tdm": ["train.steps=500", "train.batch_size=256"],
     "disback": ["train.steps=500", "train.batch_size=256"],
-    "twinflow": ["train.steps=1000", "train.batch_size=256", "train.lr=3e-4"],
+    "twinflow": ["train.steps=2000", "train.batch_size=256", "train.lr=3e-4"],
     "multi-student": ["train.steps=1000", "train.batch_size=256"],
     "dmd-decoupled": ["train.steps=1000", "train.batch_size=256"],
 }
@@ -127,6 +131,7 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("gate-runs"))
 
 
+@pytest.mark.gate("ode-pairs")
 def test_ode_pairs_one_step_student_matches_the_teacher_at_16_steps(root):
     """Luhman & Luhman's one-step student regresses onto the teacher's ODE solutions: it
     matches the teacher at 16 steps (measured at these settings, seeds 0 / 1 / 2: 16 / 16 / 16,
@@ -152,6 +157,7 @@ def test_ode_pairs_one_step_student_on_checkerboard(root):
     assert student["swd"] <= 0.5 * teacher1["swd"], (student["swd"], teacher1["swd"])
 
 
+@pytest.mark.gate("progressive")
 def test_progressive_two_step_student_matches_the_teacher_at_16_steps(root):
     """Salimans & Ho's halving rounds from the teacher's 64 steps down to 2: the 2-step student
     matches the teacher at 16 steps (seeds 0 / 1 / 2: 16 / 16 / 16, MMD² 0.0044 / 0.0044 /

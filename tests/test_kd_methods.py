@@ -185,6 +185,7 @@ def specialists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     return truth, teachers, mean.argmax(-1)
 
 
+@pytest.mark.gate("multi-teacher")
 def test_multi_teacher_routes_each_input_to_the_teacher_that_is_right_there(specialists, tmp_path: Path):
     """Two specialists, each right on one domain and wrong on the other: distilling the routed
     mixture alone (alpha 1, no labels in the student's loss) the student is right on both,
@@ -206,6 +207,7 @@ def test_multi_teacher_routes_each_input_to_the_teacher_that_is_right_there(spec
         classify_config("s", truth, {"name": "multi-teacher", "teachers": []})
 
 
+@pytest.mark.gate("meal")
 def test_meal_student_learns_the_teachers_average_not_one_teacher(specialists, tmp_path: Path):
     """MEAL's target is the teachers' averaged soft labels: between two specialists, one saying
     class y and the other y + 1 on every row, the student splits its probability between the
