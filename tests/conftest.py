@@ -45,14 +45,32 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
-# The heaviest test files, heaviest first (worker seconds of a full `make test-all` run on this
-# machine on 2026-12-02, a slow day: 634 tests in 37:53): they are handed out first, so the two
+# The heaviest test files, heaviest first (worker seconds of their `make test` selection, from
+# `pytest --durations`; the digits files are `slow` only): they are handed out first, so the two
 # xdist workers (`make test`: --dist loadfile --no-loadscope-reorder) finish together instead
 # of one running a long gate file alone at the end. The toy gates come first so that their
 # teacher (cached, file-locked) is trained while the second worker runs files that do not need
 # it. The `slow` digits files are deselected by `make test`; under `make test-all` they start at once.
 HEAVY_FILES = (
-    "test_gates_toy2d.py",  # 640 s with its checkerboard twins (8gaussians only: ~300 s)
+    "test_gates_toy2d.py",  # ~165 s (8gaussians; ~640 s with its checkerboard twins): trains the toy teacher
+    "test_gates_lm.py",  # ~70 s, SmolLM2; no toy teacher, so the second worker starts here
+    "test_gates_digits.py",  # 550 s + meanflow ~500 s, instaflow ~170 s, scm ~140 s; trains the digits teachers (slow)
+    "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
+    "test_gates_distribution_matching.py",  # ~320 s
+    "test_gates_flow_map.py",  # ~260 s
+    "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
+    "test_gates_rectified_flow.py",  # ~110 s
+    "test_gates_consistency.py",  # ~95 s
+    "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher
+    "test_gates_kd_online.py",
+    "test_gates_kd.py",
+    "test_gates_lm_synthetic.py",
+    "test_gates_kd_few_class.py",
+    "test_schedule_training.py",
+    "test_gates_kd_semi.py",
+    "test_metric_resolution.py",
+    "test_resume.py",
+)
     "test_gates_digits.py",  # 550 s + meanflow ~500 s, instaflow ~170 s, scm ~140 s; trains the digits teachers (slow)
     "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
     "test_gates_lm.py",  # 200 s, SmolLM2; no toy teacher

@@ -26,7 +26,7 @@ from distill.metrics.feature_net import (
     load_or_train_feature_net,
     train_feature_net,
 )
-from distill.metrics.fid import frechet_distance, image_metrics, precision_recall
+from distill.metrics.fid import frechet_distance, image_metrics, kernel_distance, precision_recall
 
 STEPS = 300  # held-out accuracy ~0.99 in ~2.5 s on 2 cores (the default, 600, is ~5 s)
 
@@ -209,7 +209,8 @@ def test_image_metrics_rank_real_above_corrupted(digits: Digits, trained: tuple)
     train_x, _, test_x, test_y = digits
     generator = torch.Generator().manual_seed(0)
     real = image_metrics(test_x, train_x, net, fake_labels=test_y)
-    assert set(real) == {"fid", "precision", "recall", "class_accuracy"}
+    assert set(real) == {"fid", "kid", "kid_se", "precision", "recall", "class_accuracy"}
+    assert abs(real["kid"]) < 3 * real["kid_se"] + 1e-3  # two draws of the same digits: KID ~ 0
     assert real["class_accuracy"] >= 0.95
     assert real["class_accuracy"] == pytest.approx(info["test_accuracy"])
     assert real["precision"] > 0.7 and real["recall"] > 0.7
@@ -222,6 +223,7 @@ def test_image_metrics_rank_real_above_corrupted(digits: Digits, trained: tuple)
         metrics = image_metrics(images, train_x, net)
         assert "class_accuracy" not in metrics
         assert metrics["fid"] > 5 * real["fid"], (name, metrics, real)
+        assert metrics["kid"] - 3 * metrics["kid_se"] > real["kid"] + 3 * real["kid_se"], (name, metrics, real)
         # k-NN balls of outlying real samples are wide, so some junk lands inside: loose bounds
         assert metrics["precision"] < 0.5 and metrics["recall"] < 0.3, (name, metrics, real)
     wrong = image_metrics(test_x, train_x, net, fake_labels=(test_y + 1) % 10)
@@ -238,3 +240,21 @@ def test_image_metrics_rejects_the_wrong_size(digits: Digits, trained: tuple) ->
         image_metrics(torch.zeros(4, 3, 8, 8), train_x, net)
     with pytest.raises(ValueError, match="fake_labels"):
         image_metrics(train_x[:10], train_x, net, fake_labels=torch.zeros(9, dtype=torch.long))
+
+
+def test_kernel_distance_is_unbiased_and_resolves_a_shift() -> None:
+    """KID between two draws of one Gaussian averages 0 (unbiased: no small-sample floor, unlike
+    FID), a shifted draw lies far outside its interval, and it matches the plain U-statistic."""
+    gen = torch.Generator().manual_seed(0)
+    draws = [kernel_distance(torch.randn(200, 8, generator=gen), torch.randn(300, 8, generator=gen))[0]
+             for _ in range(20)]
+    assert abs(np.mean(draws)) < 3 * np.std(draws) / np.sqrt(len(draws))
+    a, b = torch.randn(400, 8, generator=gen), torch.randn(300, 8, generator=gen)
+    shifted, se = kernel_distance(a + 0.5, b)
+    assert shifted > 10 * se > 0
+    x, y = a.double().numpy(), b.double().numpy()
+    k = lambda u, v: (u @ v.T / 8 + 1) ** 3  # noqa: E731
+    kxx, kyy = k(x, x), k(y, y)
+    u_stat = ((kxx.sum() - np.trace(kxx)) / (400 * 399) + (kyy.sum() - np.trace(kyy)) / (300 * 299)
+              - 2 * k(x, y).mean())
+    assert kernel_distance(a, b, blocks=2)[0] == pytest.approx(u_stat, abs=0.02)

@@ -25,10 +25,10 @@ def diffusion_sections(eval_data: dict) -> tuple[str, str]:
         values = ", ".join(f"{metric_label(k)} {format_estimate(floor, k)}" for k in floor
                            if k in (eval_data.get("metrics") or []))
         if eval_data.get("floor_samples"):
-            notes.append(f"data floor ({eval_data['floor_samples']} held-out images vs the training "
-                         f"images): {values}. FID grows as the sample shrinks, so with fewer held-out "
-                         "images than generated ones this floor sits above what a perfect generator "
-                         "would score.")
+            notes.append(f"data floor ({eval_data['floor_samples']} training images vs the held-out "
+                         f"reference, as many as each row scores): {values}. KID is unbiased, FID "
+                         "grows as the samples shrink; FID train is FID against the training images "
+                         "(it rewards copying them). ≡ teacher NFE: by KID's 95% intervals.")
         else:
             notes.append(f"data floor (training data vs the held-out reference, at this sample size; "
                          f"± half-widths of 95% intervals): {values}; differences below it are "

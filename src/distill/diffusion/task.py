@@ -155,7 +155,7 @@ def evaluate_diffusion_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
               "n_samples": len(scorer.reference) if data.is_image else
               min(cfg.eval.n_samples, len(data.test)),
               "n_generated": cfg.eval.n_samples, "rows": rows, "floor": cached_floor(context, scorer.floor),
-              "floor_samples": len(data.test) if data.is_image else None,
+              "floor_samples": min(cfg.eval.n_samples, len(data.train)) if data.is_image else None,
               **scorer.info()}
     if cfg.eval.straightness:
         result["straightness"] = straightness_of(models, data, cfg.eval)

@@ -19,7 +19,7 @@ def higher_is_better(metric: str) -> bool:
     return metric in HIGHER_IS_BETTER
 
 
-LABELS = {"mmd": "MMD²"}
+LABELS = {"mmd": "MMD²", "fid_train": "FID train"}
 
 
 def metric_label(metric: str) -> str:
