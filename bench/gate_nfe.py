@@ -1,13 +1,16 @@
-"""Benchmark: each toy student's ≡ teacher NFE at the CI gates' settings, over seeds.
+"""Benchmark: each toy student's ≡ teacher NFE at the CI gates' settings, over seeds, beside
+its ablation: the "key effects" of the step-distillation methods.
 
-    .venv/bin/python bench/gate_nfe.py [--out runs/bench-gate-nfe] [--seeds 0 1 2] [--methods ...]
+    .venv/bin/python bench/gate_nfe.py [--out runs/bench-gate-nfe] [--seeds 0 1 2] [--methods ...] [--no-write]
 
-Every step-distillation recipe on 8gaussians, shortened as its CI gate runs it
-(tests/test_gates_toy2d.SHORT), evaluated with the resolved toy metric (MMD² with 95%
-intervals at 40,000 samples) against the teacher at 1-64 steps: per seed, the student's MMD²
-and its ≡ teacher NFE (the cheapest teacher NFE not significantly worse than it). This is the
-measured K that a gate "the student matches the teacher at ≥ K NFE" can be set from. Writes
-BENCHMARKS.md's gate-nfe section.
+Every step-distillation recipe on 8gaussians (multi-student and dmd-decoupled: on the 2-class
+teacher, 8gaussians-2classes), shortened as its CI gate runs it (tests/test_gates_toy2d.SHORT),
+evaluated with the resolved toy metric (MMD² with 95% intervals at 40,000 samples) against the
+teacher at 1-64 steps: per seed, the student's MMD² and its ≡ teacher NFE (the cheapest
+teacher NFE not significantly worse than it), and the same at the first seed with the method's
+key mechanism switched off (tests/test_gates_toy2d.ABLATIONS). A gate "the student matches the
+teacher at >= K NFE, its ablation does not" is set from these. Writes BENCHMARKS.md's gate-nfe
+section (`--no-write`: print only, e.g. to fill the run cache from several processes).
 """
 
 from __future__ import annotations
@@ -22,39 +25,62 @@ from step_distillation import METHODS  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
 from distill.report import comparison_rows  # noqa: E402
-from test_gates_toy2d import SHORT  # noqa: E402  (the gates' own settings)
+from test_gates_toy2d import ABLATIONS, SHORT  # noqa: E402  (the gates' own settings and ablations)
 
 BEGIN, END = "<!-- gate-nfe:begin -->", "<!-- gate-nfe:end -->"
+TWO_CLASSES = ("multi-student", "dmd-decoupled")  # recipes of the 2-class teacher only
+
+
+def rows_by_steps(method: str, seed: int, out, extra: tuple[str, ...] = ()) -> dict[int, tuple[float, str]]:
+    """{student steps: (MMD², ≡ teacher NFE as text)} of one gate-length run."""
+    dataset = "8gaussians-2classes" if method in TWO_CLASSES else "8gaussians"
+    cfg = load_config(REPO / "configs" / "toy2d" / f"{method}-{dataset}.yaml",
+                      ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
+                       f"train.seed={seed}", *SHORT.get(method, []), *extra])
+    tag = "".join("-" + "".join(c for c in o if c.isalnum()) for o in extra)
+    eval_data, _ = bench_run(cfg, out / f"{method}-s{seed}{tag}")
+    found = {}
+    for row in comparison_rows(eval_data):
+        match = f"≥ {row['match_nfe'] or 64}" if row["speedup_lower_bound"] else str(row["match_nfe"] or "–")
+        found[row["nfe"]] = (row["mmd"], match)
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=lambda p: REPO / p, default=REPO / "runs" / "bench-gate-nfe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in ("multi-student", "dmd-decoupled")])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--no-write", action="store_true", help="print the rows, leave BENCHMARKS.md alone")
     args = parser.parse_args()
-    lines = ["| method | student steps | gate settings | MMD² per seed | ≡ teacher NFE per seed |", "|---|---|---|---|---|"]
+    lines = ["| method | student steps | gate settings | MMD² per seed | ≡ teacher NFE per seed | ablation (seed "
+             f"{args.seeds[0]}) | its MMD² | its ≡ teacher NFE |", "|---|---|---|---|---|---|---|---|"]
     for method in args.methods:
-        found: dict[int, list[tuple[float, str]]] = {}
-        for seed in args.seeds:
-            cfg = load_config(REPO / "configs" / "toy2d" / f"{method}-8gaussians.yaml",
-                              ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
-                               f"train.seed={seed}", *SHORT.get(method, [])])
-            eval_data, _ = bench_run(cfg, args.out / f"{method}-s{seed}")
-            for row in comparison_rows(eval_data):
-                match = f"≥ {row['match_nfe'] or 64}" if row["speedup_lower_bound"] else str(row["match_nfe"])
-                found.setdefault(row["nfe"], []).append((row["mmd"], match))
-        for nfe, values in sorted(found.items()):
-            lines.append(f"| {method} | {nfe} | {' '.join(SHORT.get(method, [])) or 'the recipe'} | "
-                         f"{' / '.join(f'{v:.4f}' for v, _ in values)} | {' / '.join(m for _, m in values)} |")
+        per_seed = [rows_by_steps(method, seed, args.out) for seed in args.seeds]
+        ablation = ABLATIONS.get(method)
+        ablated = rows_by_steps(method, args.seeds[0], args.out, ablation) if ablation else {}
+        for nfe in sorted(per_seed[0]):
+            values = [found[nfe] for found in per_seed]
+            abl = ablated.get(nfe)
+            lines.append(
+                f"| {method} | {nfe} | {' '.join(SHORT.get(method, [])) or 'the recipe'} | "
+                f"{' / '.join(f'{v:.4f}' for v, _ in values)} | {' / '.join(m for _, m in values)} | "
+                f"{' '.join(ablation) if ablation else '–'} | {f'{abl[0]:.4f}' if abl else '–'} | "
+                f"{abl[1] if abl else '–'} |")
             print(lines[-1], flush=True)
+    if args.no_write:
+        return
     command = "python " + " ".join(["bench/gate_nfe.py", *sys.argv[1:]])
     write_block(BEGIN, END, (
-        "## ≡ teacher NFE at the CI gates' settings (8gaussians)\n\n"
+        "## ≡ teacher NFE at the CI gates' settings, and the key mechanisms' ablations (8gaussians)\n\n"
         f"{provenance(command)} Seeds {', '.join(map(str, args.seeds))}; each recipe shortened as "
-        "its gate runs it (`tests/test_gates_toy2d.SHORT`); MMD² (RBF at 0.05 and 1) over 40,000 "
-        "samples; ≡ teacher NFE: the cheapest teacher NFE (1–64 Euler steps) whose 95% interval "
-        "is not worse than the student's.\n\n" + "\n".join(lines)))
+        "its gate runs it (`tests/test_gates_toy2d.SHORT`; multi-student and dmd-decoupled on the "
+        "2-class teacher); MMD² (RBF at 0.05 and 1) over 40,000 samples; ≡ teacher NFE: the "
+        "cheapest teacher NFE (1–64 Euler steps) whose 95% interval is not worse than the "
+        "student's (–: no teacher row is that close; dmd-decoupled's student follows the guided "
+        "teacher, not the data). The ablation switches the method's key mechanism off "
+        "(`tests/test_gates_toy2d.ABLATIONS`; what each does: the gates' docstrings).\n\n"
+        + "\n".join(lines)))
 
 
 if __name__ == "__main__":

@@ -71,22 +71,6 @@ HEAVY_FILES = (
     "test_metric_resolution.py",
     "test_resume.py",
 )
-    "test_gates_digits.py",  # 550 s + meanflow ~500 s, instaflow ~170 s, scm ~140 s; trains the digits teachers (slow)
-    "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
-    "test_gates_lm.py",  # 200 s, SmolLM2; no toy teacher
-    "test_gates_kd_teachers.py",  # 400 s (self-distill only: ~30 s + the mnist1d teacher)
-    "test_gates_distribution_matching.py",  # 575 s (dmd2 only: ~100 s)
-    "test_gates_flow_map.py",
-    "test_gates_kd.py",
-    "test_schedule_training.py",
-    "test_gates_consistency.py",
-    "test_gates_rectified_flow.py",
-    "test_gates_dmd_variants.py",
-    "test_gates_kd_online.py",
-    "test_gates_kd_few_class.py",
-    "test_gates_kd_semi.py",
-    "test_resume.py",
-)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

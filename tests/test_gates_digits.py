@@ -116,10 +116,12 @@ def test_teacher_samples_are_the_requested_digits(root):
     assert teacher50["class_accuracy"] >= 0.90, teacher50
     assert teacher50["fid_train"] < rows["teacher", 4]["fid_train"] < rows["teacher", 1]["fid_train"]
     assert distilled("progressive", root)["eval"]["feature_net_test_accuracy"] >= 0.95
-    # against the held-out images, KID's 95% intervals tell the teacher's steps apart
+    # against the held-out images KID's 95% intervals (jackknife, 500 samples, 359 held-out
+    # images) tell 1 from 4 steps, not 4 from 50: 317 ± 20, 35 ± 16, 14 ± 12 when written (floor
+    # 3.6 ± 15), where FID against the training images reads 114 / 12 / 8.7
     kid = {n: rows["teacher", n]["kid_ci"] for n in (1, 4, 50)}
     print(f"digits teacher KID intervals at 1 / 4 / 50 steps: {kid}; floor {distilled('progressive', root)['eval']['floor']}")
-    assert kid[50][1] < kid[4][0] and kid[4][1] < kid[1][0], kid
+    assert kid[4][1] < kid[1][0] and rows["teacher", 50]["kid"] < rows["teacher", 4]["kid"], kid
 
 
 def test_progressive_four_step_student(root):

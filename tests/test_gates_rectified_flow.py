@@ -57,7 +57,7 @@ def root(tmp_path_factory) -> str:
 
 @pytest.mark.gate("reflow")
 def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teacher_at_16(root):
-    two = check_gate_and_ablation("reflow", 2, 16, ("method.teacher_steps=4",), root)
+    two = check_gate_and_ablation("reflow", 2, 16, root)
     assert two["mmd"] < equivalent_nfe("reflow", "8gaussians", root)[1]["mmd"]
     straightness = json.loads((Path(root) / "resolved-reflow-8gaussians" / "eval.json").read_text())["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
@@ -92,7 +92,7 @@ def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root)
 
 @pytest.mark.gate("instaflow")
 def test_instaflow_one_step_student_matches_the_teacher_at_16_and_needs_its_reflow(root):
-    check_gate_and_ablation("instaflow", 1, 16, ("method.reflow_fraction=0.02",), root)
+    check_gate_and_ablation("instaflow", 1, 16, root)
 
 
 @pytest.mark.xfail(strict=True, reason="instaflow's 1-step student matches the teacher at 16 steps, "

@@ -109,15 +109,41 @@ def matches_at(row: dict) -> int:
     return 65 if row["speedup_lower_bound"] else row["match_nfe"]
 
 
-def check_gate_and_ablation(method: str, steps: int, k: int, ablation: tuple[str, ...], root: str) -> dict:
+FROZEN_FAKE = ("method.fake_lr=1e-9",)  # the fake score stays the teacher: no distribution to match
+
+# Each re-based toy gate's ablation: the overrides that switch off the method's key mechanism
+# (the gates' docstrings say what each does and what it scored; bench/gate_nfe.py reports them)
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "ode-pairs": ("method.teacher_steps=1",), "progressive": ("method.start_steps=4",),
+    "cd": ("method.intervals=2",), "tscd": ("method.intervals=2",), "mcd": ("method.intervals=2",),
+    "scm": ("method.tangent=finite-difference", "method.fd_step=0.5"),
+    "slimflow": ("method.guide_weight=0", "method.anneal_fraction=0"),
+    "reflow": ("method.teacher_steps=4",), "instaflow": ("method.reflow_fraction=0.02",),
+    "boot": ("method.delta=0.5",), "flow-map": ("method.flow_ratio=1.0",), "meanflow": ("method.flow_ratio=1.0",),
+    "dmd": ("method.regression_weight=0",), "dmd2": ("method.fake_updates=1",), "sid": FROZEN_FAKE,
+    "vsd": FROZEN_FAKE, "f-distill": FROZEN_FAKE, "tdm": FROZEN_FAKE, "disback": FROZEN_FAKE,
+    "twinflow": ("method.rectify_weight=0",), "multi-student": FROZEN_FAKE,
+}
+
+
+def check_gate_and_ablation(method: str, steps: int, k: int, root: str) -> dict:
     """A re-based gate on 8gaussians: the `steps`-step student matches the teacher at >= k NFE,
-    and with its key mechanism switched off (the `ablation` overrides) it does not. Returns
-    the student's row."""
+    and with its key mechanism switched off (ABLATIONS[method]) it does not. Returns the
+    student's row."""
     student = equivalent_nfe(method, "8gaussians", root)[steps]
-    ablated = equivalent_nfe(method, "8gaussians", root, ablation)[steps]
+    ablated = equivalent_nfe(method, "8gaussians", root, ABLATIONS[method])[steps]
     assert matches_at(student) >= k, student
     assert matches_at(ablated) < k, ablated
     return student
+
+
+def check_beats_variant(method: str, steps: int, variant: tuple[str, ...], root: str) -> None:
+    """A paper's claim against the method without one of its parts (the `variant` overrides):
+    the recipe's `steps`-step student has a significantly lower MMD² (the 95% intervals do not
+    overlap) than the variant's, on 8gaussians at the gate's settings."""
+    student = equivalent_nfe(method, "8gaussians", root)[steps]
+    other = equivalent_nfe(method, "8gaussians", root, variant)[steps]
+    assert student["mmd_ci"][1] < other["mmd_ci"][0], (student, other)
 
 
 def check_full_teacher(method: str, steps: int, root: str) -> None:
@@ -138,7 +164,7 @@ def test_ode_pairs_one_step_student_matches_the_teacher_at_16_steps(root):
     MMD² 0.0030). The ablation solves the pairs' ODE in 1 step instead of 64 (the student then
     learns teacher-1: ≡ 1 / 1 / 1; with 4 steps ≡ 4 / 4), so the accurate ODE solution is what
     the student learns from."""
-    student = check_gate_and_ablation("ode-pairs", 1, 16, ("method.teacher_steps=1",), root)
+    student = check_gate_and_ablation("ode-pairs", 1, 16, root)
     assert student["mode_coverage"] == 1.0 and student["min_mode_fraction"] >= 0.05
 
 
@@ -163,7 +189,7 @@ def test_progressive_two_step_student_matches_the_teacher_at_16_steps(root):
     matches the teacher at 16 steps (seeds 0 / 1 / 2: 16 / 16 / 16, MMD² 0.0044 / 0.0044 /
     0.0039). The ablation starts the rounds from the teacher's 4 steps (one round 4 -> 2): ≡ 4
     / 4 (MMD² 0.0140), so the long chain of rounds from a fine solve is what the student keeps."""
-    check_gate_and_ablation("progressive", 2, 16, ("method.start_steps=4",), root)
+    check_gate_and_ablation("progressive", 2, 16, root)
 
 
 @pytest.mark.xfail(strict=True, reason=(

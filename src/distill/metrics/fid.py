@@ -4,7 +4,7 @@
   Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium" (NeurIPS 2017).
 - Kernel distance (KID) of Bińkowski et al., "Demystifying MMD GANs" (ICLR 2018): the
   unbiased MMD² with a cubic polynomial kernel on the same features, free of FID's
-  small-sample bias, as a block estimate with a standard error (`kernel_distance`).
+  small-sample bias, with a jackknife standard error (`kernel_distance`).
 - Improved precision and recall of Kynkäänniemi et al., "Improved Precision and Recall Metric
   for Assessing Generative Models" (NeurIPS 2019): k-NN balls around each sample as a manifold.
 
@@ -64,31 +64,31 @@ def frechet_distance(
 
 
 
-def kernel_distance(fake_features: torch.Tensor | np.ndarray, real_features: torch.Tensor | np.ndarray,
-                    blocks: int = 10) -> tuple[float, float]:
-    """KID (Bińkowski et al. 2018): the unbiased MMD² between fake_features (N, D) and
-    real_features (M, D) with the cubic polynomial kernel k(x, y) = (x·y / D + 1)³, as a block
-    estimate: the fake rows are cut into `blocks` disjoint blocks (fewer when N < 2 * blocks),
-    each scored against every real row, and the blocks' mean and its standard error are
-    returned. The reference is the same for every block (and for every row of an evaluation),
-    so the interval measures the samples' own noise given the reference."""
+def kernel_distance(fake_features: torch.Tensor | np.ndarray, real_features: torch.Tensor | np.ndarray
+                    ) -> tuple[float, float]:
+    """KID (Bińkowski et al. 2018): the unbiased MMD² (U-statistic over all pairs) between
+    fake_features (N, D) and real_features (M, D) with the cubic polynomial kernel
+    k(x, y) = (x·y / D + 1)³, and its jackknife standard error over the fake rows (the
+    reference is the same for every row of an evaluation, so the error is the samples' own
+    noise given the reference). N >= 3, M >= 2."""
     a, b = _as_features(fake_features, "fake_features"), _as_features(real_features, "real_features")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape} and {b.shape}")
-    d, m = a.shape[1], len(b)
-
-    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (x @ y.T / d + 1.0) ** 3
-
-    k_bb = kernel(b, b)
+    if len(a) < 3:
+        raise ValueError(f"kernel_distance needs at least 3 fake rows for its error; got {len(a)}")
+    d, n, m = a.shape[1], len(a), len(b)
+    k_aa = (a @ a.T / d + 1.0) ** 3
+    np.fill_diagonal(k_aa, 0.0)
+    k_bb = (b @ b.T / d + 1.0) ** 3
     real_term = (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
-    values = []
-    for part in np.array_split(a, max(2, min(blocks, len(a) // 2))):
-        n = len(part)
-        k_aa = kernel(part, part)
-        values.append((k_aa.sum() - np.trace(k_aa)) / (n * (n - 1)) + real_term - 2.0 * kernel(part, b).mean())
-    estimates = np.asarray(values)
-    return float(estimates.mean()), float(estimates.std(ddof=1) / np.sqrt(len(estimates)))
+    row_aa, row_ab = k_aa.sum(1), ((a @ b.T / d + 1.0) ** 3).mean(1)
+    total_aa, total_ab = row_aa.sum(), row_ab.sum()
+    value = total_aa / (n * (n - 1)) + real_term - 2.0 * total_ab / n
+    # leave fake row i out: its kernel row and column leave the within-fake sum
+    loo = ((total_aa - 2.0 * row_aa) / ((n - 1) * (n - 2)) + real_term
+           - 2.0 * (total_ab - row_ab) / (n - 1))
+    se = np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum())
+    return float(value), float(se)
 
 
 def _knn_radii(points: torch.Tensor, k: int) -> torch.Tensor:
