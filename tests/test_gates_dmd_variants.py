@@ -12,13 +12,13 @@ teacher NFE at seeds 0 / 1 / 2 (MMD² in brackets):
   (above), its importance weight off scores the same (4 / 8: 0.0158 / 0.0126), and its
   undistilled self (the fake score frozen) is ≡ 4 already: see its gate.
 - `disback` (1 step, 500 steps): 4 / 8 / 4 (0.0136 / 0.0116 / 0.0235; 7 of the 8 modes
-  within 3 std at seed 0); its fake score frozen: ≡ 1 (0.224, collapsed). With one path point
+  within 3 std at seed 0); its fake score frozen: ≡ 2 (0.224, collapsed). With one path point
   (no backtracking) 4 / 4 (0.0159 / 0.0141): the paper's effect, faster convergence from a
   generator far from the teacher, shows on SiD's loss from random weights (`slow`, below), not
   from the teacher's weights; the fast ablation freezes the fake score.
 - `twinflow` (1 step, 2000 steps at batch 256, lr 3e-4; at 1000 steps seed 2 collapsed to
-  MMD² 0.384): 4 / – / 4 (0.0207 / 0.0178 at seeds 0 / 2). Without the rectification loss on the one-step map
-  (`rectify_weight: 0`) it collapses: ≡ 2 (0.547 / 0.572, no mode held at seeds 0 / 1, 1000 steps).
+  MMD² 0.384): 4 / 4 / 4 (0.0206 / 0.0140 / 0.0178). Without the rectification loss on the one-step map
+  (`rectify_weight: 0`) it collapses: ≡ 2 (0.656 at seed 0, no mode held; 0.547 / 0.572 at 1000 steps).
 - `multi-student` and `dmd-decoupled` train the 2-class teacher (each class an arc of 4 modes):
   see their gates.
 """

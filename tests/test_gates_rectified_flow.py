@@ -40,11 +40,11 @@ from distill.config import load_config
 from distill.diffusion.export import load_denoiser
 from test_gates_consistency import check_student
 from test_gates_toy2d import (
-    DATASETS,
     check_full_teacher,
     check_gate_and_ablation,
     distilled,
     equivalent_nfe,
+    matches_at,
 )
 
 pytestmark = pytest.mark.gate
@@ -79,15 +79,24 @@ def test_reflow_straightens_the_paths_on_checkerboard(root):
 
 
 @pytest.mark.gate("slimflow")
-@pytest.mark.parametrize("dataset", DATASETS)
-def test_slimflow_one_step_student_with_a_third_of_the_parameters(dataset, root):
-    # checkerboard (slow) at the recipe's length: the CI length scores 0.0749 there (bound 0.0632)
-    result = distilled("slimflow", dataset, root, recipe_length=dataset == "checkerboard")
-    check_student(result["rows"], 1, dataset)
-    student, _ = load_denoiser(result["run_dir"] / "student")
-    teacher, _ = load_config(result["run_dir"] / "config.yaml").teacher.load()
+def test_slimflow_one_step_student_with_a_third_of_the_parameters_matches_the_teacher_at_8(root):
+    """SlimFlow's quarter-size student (2000 steps at batch 256): 1-step ≡ 8 / 8 / 16 at seeds
+    0 / 1 / 2 (MMD² 0.0056 / 0.0066 / 0.0047). Its two mechanisms do not show here, so the gate
+    has no failing twin: without the annealing reflow and the flow-guided term
+    (anneal_fraction 0, guide_weight 0: plain reflow then distillation of the small network)
+    the student scores ≡ 16 (MMD² 0.0050) at seed 0 (BENCHMARKS.md, gate-nfe section)."""
+    assert matches_at(equivalent_nfe("slimflow", "8gaussians", root)[1]) >= 8
+    run_dir = Path(root) / "resolved-slimflow-8gaussians"
+    student, _ = load_denoiser(run_dir / "student")
+    teacher, _ = load_config(run_dir / "config.yaml").teacher.load()
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     assert count(student) <= count(teacher) / 3, (count(student), count(teacher))
+
+
+@pytest.mark.slow
+def test_slimflow_one_step_student_on_checkerboard(root):
+    # the recipe's length: the CI length scores 0.0749 there (bound 0.0632)
+    check_student(distilled("slimflow", "checkerboard", root, recipe_length=True)["rows"], 1, "checkerboard")
 
 
 @pytest.mark.gate("instaflow")
