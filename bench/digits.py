@@ -31,7 +31,7 @@ CONFIGS = REPO / "configs" / "digits"
 # (tests/test_bench_scripts.py checks each has its configs/digits/<method>-digits.yaml)
 METHODS = ("progressive", "ode-pairs", "reflow", "instaflow", "slimflow", "cd", "mcd", "tscd", "scm", "meanflow", "flow-map", "mdt", "boot", "dmd2")
 BEGIN, END = "<!-- digits:begin -->", "<!-- digits:end -->"
-COLUMNS = ("fid", "precision", "recall", "class_accuracy")
+COLUMNS = ("kid", "fid", "fid_train", "precision", "recall", "class_accuracy")
 
 
 def _cells(row: dict) -> str:
@@ -69,8 +69,8 @@ def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
     it), the solver table and a sentence on the teacher."""
     teacher_dir, teacher_note = reuse_teacher(teacher_dir) if teacher_dir else train_teacher(out)
 
-    lines = ["| model | sampler | NFE | FID | precision | recall | class acc. | ms / sample | run s | ≡ teacher NFE | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | sampler | NFE | KID | FID | FID train | precision | recall | class acc. | ms / sample | run s | ≡ teacher NFE | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     floor_done, teachers_shown = False, set()
     for method in METHODS:
         overrides = tuple(load_config(CONFIGS / f"{method}-digits.yaml").teacher.overrides)
@@ -80,7 +80,7 @@ def bench(out: Path, teacher_dir: Path | None = None) -> tuple[str, str, str]:
         eval_data, seconds = bench_run(cfg, out / f"{method}-digits")
         if not floor_done:
             floor_done = True
-            lines.append(f"| held-out data ({eval_data['floor_samples']} images) | — | — | "
+            lines.append(f"| training images ({eval_data['floor_samples']}, the floor) | — | — | "
                          f"{_cells(eval_data['floor'])} | | | | |")
         if own_dir not in teachers_shown:
             teachers_shown.add(own_dir)
@@ -124,11 +124,12 @@ def main() -> None:
         f"## Step distillation on digits (8×8, class-conditional)\n\n{provenance(command)} "
         f"The teacher recipe (`configs/digits/teacher-digits.yaml`, UNet2DModel "
         f"with 32/64 channels, 3000 steps) {teacher_note}.\n\n"
-        f"{table}\n\nFID / precision / recall against the training images in the features of "
-        "the library's digits classifier (not Inception FID); class accuracy: the classifier's "
-        "label for conditional samples vs the requested one. 1,000 generated samples per row. "
-        "The held-out floor uses only the test split, and FID grows as the sample shrinks, so "
-        "it sits above what a perfect generator scores here. 'run s' is the student run "
+        f"{table}\n\nKID (with its 95% interval, the primary metric), FID, precision and recall "
+        "against the held-out test images in the features of the library's digits classifier "
+        "(not Inception FID); FID train: FID against the training images (it rewards copying "
+        "them); class accuracy: the classifier's label for conditional samples vs the requested "
+        "one. 1,000 generated samples per row; the floor is as many training images against the "
+        "same held-out ones. 'run s' is the student run "
         "(training, teacher pairs, evaluation).\n\n"
         "Mean L2 distance to the teacher's 200-step Heun solution (256 samples, same noise and "
         f"labels), by sampler and steps:\n\n{solvers}\n"))

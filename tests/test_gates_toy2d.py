@@ -137,12 +137,13 @@ def check_gate_and_ablation(method: str, steps: int, k: int, root: str) -> dict:
     return student
 
 
-def check_beats_variant(method: str, steps: int, variant: tuple[str, ...], root: str) -> None:
+def check_beats_variant(method: str, steps: int, variant: tuple[str, ...], root: str, seed: int = 0) -> None:
     """A paper's claim against the method without one of its parts (the `variant` overrides):
     the recipe's `steps`-step student has a significantly lower MMD² (the 95% intervals do not
-    overlap) than the variant's, on 8gaussians at the gate's settings."""
-    student = equivalent_nfe(method, "8gaussians", root)[steps]
-    other = equivalent_nfe(method, "8gaussians", root, variant)[steps]
+    overlap) than the variant's, on 8gaussians at the gate's settings and training seed."""
+    base = (f"train.seed={seed}",) if seed else ()
+    student = equivalent_nfe(method, "8gaussians", root, base)[steps]
+    other = equivalent_nfe(method, "8gaussians", root, (*base, *variant))[steps]
     assert student["mmd_ci"][1] < other["mmd_ci"][0], (student, other)
 
 
