@@ -2,8 +2,8 @@
 
 Points are scored with sample distances (SWD, MMD, energy); images with KID, FID, precision
 and recall against held-out images in the feature space of a small classifier the library
-trains once per dataset, and with class accuracy of conditional samples. Every model starts from the same noise (and the
-same class labels) and is compared with the same reference data.
+trains once per dataset, and with class accuracy of conditional samples. Every model starts
+from the same noise (and the same class labels) and is compared with the same reference data.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ class ImageScorer:
 
     def info(self) -> dict[str, Any]:
         return {"feature_net_test_accuracy": self._info.get("test_accuracy"),
-                "reference": f"the {len(self.reference)} held-out test images", "interval": "95%, block estimate"}
+                "reference": f"the {len(self.reference)} held-out test images",
+                "interval": "95%, jackknife over the samples"}
 
 
 def make_scorer(data: ArrayData, cfg: EvalConfig) -> PointScorer | ImageScorer:
