@@ -4,10 +4,12 @@
 
 Writes one results table per dataset into BENCHMARKS.md (each between its own markers, with
 the command that produced it, so a dataset can be rerun alone) and a quality-vs-NFE plot per
-dataset (docs/img/step-distillation-<dataset>.png: the teachers' SWD curves with every
-method's student rows). All numbers of one table come from one invocation: teacher and
-student rows of a dataset are measured in the same process on the same noise; stopped and
-rerun with the same --out, it reads back the runs it finished (bench_run).
+dataset (docs/img/step-distillation-<dataset>.png: the teachers' MMD² curves with every
+method's student rows). The primary metric is MMD² with its 95% interval (the resolved toy
+metric, bench/metric_resolution.py); SWD is printed for reference. All numbers of one table
+come from one invocation: teacher and student rows of a dataset are measured in the same
+process on the same noise; stopped and rerun with the same --out, it reads back the runs it
+finished (bench_run).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from common import REPO, bench_run, provenance, write_block
 
 from distill.config import load_config
 from distill.report import comparison_rows
-from distill.report.compare import format_metric, format_ms, format_speedup
+from distill.report.compare import format_estimate, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
 
 METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "scm", "reflow", "instaflow", "slimflow", "meanflow",
@@ -37,7 +39,7 @@ VARIANTS = {"multi-student": ("multi-student-small", "multi-student-small-k1"), 
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")
 SECTION_END = "<!-- step-distillation:tables-end -->"  # new dataset blocks go above it
 PLOTS = REPO / "docs" / "img"
-METRICS = (("SWD", "swd"), ("MMD", "mmd"), ("in mode", "in_mode_fraction"), ("class acc.", "class_accuracy"))
+METRICS = (("MMD² ± 95%", "mmd"), ("in mode", "in_mode_fraction"), ("class acc.", "class_accuracy"), ("SWD", "swd"))
 
 
 def markers(dataset: str) -> tuple[str, str]:
@@ -45,13 +47,13 @@ def markers(dataset: str) -> tuple[str, str]:
 
 
 def write_plot(dataset: str, teacher_rows: list[dict], students: dict[str, list[dict]]) -> Path:
-    """docs/img/step-distillation-<dataset>.png: SWD vs NFE, each teacher's curve and each
+    """docs/img/step-distillation-<dataset>.png: MMD² vs NFE, each teacher's curve and each
     method's student rows as labelled markers."""
     rows = teacher_rows + [{**r, "model": method, "sampler": ""} for method, found in students.items()
                            for r in found]
     path = PLOTS / f"step-distillation-{dataset}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(metric_vs_nfe({"rows": rows}, "swd"))
+    path.write_bytes(metric_vs_nfe({"rows": rows}, "mmd"))
     return path
 
 
@@ -65,7 +67,7 @@ def teacher_label(cfg: Any) -> str:
 
 
 def dataset_table(dataset: str, out: Path) -> str:
-    """The table of one dataset and its SWD-vs-NFE plot. Teacher rows are printed once per
+    """The table of one dataset and its MMD²-vs-NFE plot. Teacher rows are printed once per
     distinct teacher (recipe, CFG scale), above the first student compared with it; every
     speed-up is against the run's own teacher."""
     rows: list[tuple[str, str, dict, list[str]]] = []  # (model, NFE, metrics row, last 4 cells)
@@ -95,10 +97,10 @@ def dataset_table(dataset: str, out: Path) -> str:
              " | ms / sample | train s | ≡ teacher NFE | speed-up |",
              "|---" * (len(metrics) + 6) + "|"]
     for model, nfe, r, last in rows:
-        cells = [model, nfe, *(format_metric(r.get(key)) for _, key in metrics), *last]
+        cells = [model, nfe, *(format_estimate(r, key) for _, key in metrics), *last]
         lines.append("| " + " | ".join(cells) + " |")
     plot = write_plot(dataset, [r for found in teachers.values() for r in found], students)
-    lines.append(f"\n![SWD vs NFE on {dataset}]({plot.relative_to(REPO)})")
+    lines.append(f"\n![MMD² vs NFE on {dataset}]({plot.relative_to(REPO)})")
     return "\n".join(lines)
 
 

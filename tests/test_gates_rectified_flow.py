@@ -8,25 +8,10 @@ seeds 0 / 1 / 2 (ablations 0 / 1):
 - `instaflow`: 1-step ≡ 16 / 16 / 16 (MMD² 0.0043). Ablation: almost no reflow before the
   one-step distillation (reflow_fraction 0.02, i.e. distilling the teacher itself): ≡ 8 / 8
   (0.0118), so straightening first is what InstaFlow adds.
-The "full teacher" claims (>= 64) are xfail(strict). The SWD bounds below, kept for slimflow
-and the checkerboard twins (`slow`), are the earlier evaluation's (10,000 samples):
-
-- `reflow` straightens the teacher's paths (straightness at most a tenth of the teacher's) and
-  its 1-step student is at least 3x better (SWD) than the teacher at 1 step and within 1.5x of
-  teacher-64, with every mode kept.
-- `instaflow`: the same 1-step bounds for its reflow-then-distil student.
-- `slimflow`: the same 1-step bounds with a student of at most 1/3 of the teacher's parameters.
-
-Measured with these settings (single-threaded; SWD, teacher-64 0.0840, teacher-1 1.383,
-teacher straightness 0.756): reflow 1-step 0.1085 (1.29x teacher-64), 2-step 0.0871,
-straightness 0.0067; slimflow 0.0990 (1.18x, 54k vs 207k parameters); instaflow (500 steps
-of reflow, then 500 of one-step distillation on the reflowed flow's 16-step solutions)
-0.0996 (1.19x; 0.0919 at 1500 steps).
-The checkerboard twins are `slow` (make test-all); measured (2026-12-02, single-threaded;
-teacher-64 0.0421, teacher-1 1.127, teacher straightness 0.508): reflow 1-step 0.0547 (1.30x),
-2-step 0.0493, straightness 0.0011; instaflow 0.0574 (1.36x); slimflow at this length 0.0749
-misses the bound, so its checkerboard gate runs the full recipe: 0.0459 (1.09x).
-The full recipes are in docs/methods.md.
+The "full teacher" claims (>= 64) are xfail(strict). `slimflow`'s student has at most 1/3 of the
+teacher's parameters. On checkerboard (`slow`, the recipes' length, seed 0), where no recipe was tuned, each student
+matches the teacher at the NFE `bench/step_distillation.py` measured there (BENCHMARKS.md): ≡ 32
+for reflow (its paths 10x straighter than the teacher's), instaflow and slimflow.
 """
 
 from __future__ import annotations
@@ -38,11 +23,10 @@ import pytest
 
 from distill.config import load_config
 from distill.diffusion.export import load_denoiser
-from test_gates_consistency import check_student
 from test_gates_toy2d import (
     check_full_teacher,
     check_gate_and_ablation,
-    distilled,
+    check_on_checkerboard,
     equivalent_nfe,
     matches_at,
 )
@@ -71,11 +55,11 @@ def test_reflow_two_step_student_matches_the_full_teacher(root):
 
 @pytest.mark.slow
 def test_reflow_straightens_the_paths_on_checkerboard(root):
-    result = distilled("reflow", "checkerboard", root)
-    check_student(result["rows"], 1, "checkerboard")
-    straightness = result["straightness"]
+    """1-step ≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md), on paths 10x straighter than the teacher's."""
+    check_on_checkerboard("reflow", 1, 32, root)
+    eval_data = json.loads((Path(root) / "resolved-reflow-checkerboard-recipe" / "eval.json").read_text())
+    straightness = eval_data["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
-    assert result["rows"]["student", 2]["swd"] < result["rows"]["student", 1]["swd"]
 
 
 @pytest.mark.gate("slimflow")
@@ -96,7 +80,8 @@ def test_slimflow_one_step_student_with_a_third_of_the_parameters_matches_the_te
 @pytest.mark.slow
 def test_slimflow_one_step_student_on_checkerboard(root):
     # the recipe's length: the CI length scores 0.0749 there (bound 0.0632)
-    check_student(distilled("slimflow", "checkerboard", root, recipe_length=True)["rows"], 1, "checkerboard")
+    """≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md)."""
+    check_on_checkerboard("slimflow", 1, 32, root)
 
 
 @pytest.mark.gate("instaflow")
@@ -112,4 +97,5 @@ def test_instaflow_one_step_student_matches_the_full_teacher(root):
 
 @pytest.mark.slow
 def test_instaflow_one_step_student_on_checkerboard(root):
-    check_student(distilled("instaflow", "checkerboard", root)["rows"], 1, "checkerboard")
+    """≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md)."""
+    check_on_checkerboard("instaflow", 1, 32, root)

@@ -23,14 +23,7 @@ DATASETS = ["8gaussians", pytest.param("checkerboard", marks=pytest.mark.slow)]
 
 
 # Shorter than the shipped recipes to keep CI under its time limit (as the digits gates do);
-# measured with these settings (single-threaded, SWD 8gaussians / checkerboard; the recipes
-# in BENCHMARKS.md): ode-pairs 0.0788 / 0.0451 at batch 256 (0.0776 / 0.0449 at the recipe's
-# 512; recipe 0.0775 / 0.0439), progressive
-# 0.0832 / 0.0476 at batch 256 (0.0912 / 0.0472 at the recipe's 512; recipe length 0.0692 /
-# 0.0449), cd 0.100 / 0.0527 (0.0876 / 0.0465), mcd at 2 steps
-# 0.0908 / 0.0470 (0.0738 / 0.0436); dmd on 8gaussians 0.0988 (recipe 0.0878); vsd at batch
-# 256 0.1035 (seed 1: 0.1049; the recipe's 512: 0.1026); teacher-64:
-# 0.0840 / 0.0421.
+# each gate's docstring gives what its method scores at these settings.
 SHORT = {
     "ode-pairs": ["train.steps=1000", "method.pairs=10000", "train.lr=2e-4", "train.ema_decay=0.995",
                   "train.batch_size=256"],
@@ -88,16 +81,17 @@ def distilled(method: str, dataset: str, root: str, recipe_length: bool = False,
 
 
 @cache
-def equivalent_nfe(method: str, dataset: str, root: str, variant: tuple[str, ...] = ()) -> dict[int, dict]:
-    """The re-based gates' run: the shipped recipe shortened by SHORT (with the `variant`
-    overrides last), evaluated with the resolved metric (MMD² with 95% intervals at the
-    default 40,000 samples) against the teacher at 1-64 steps; its comparison rows by student
-    steps, each with `match_nfe` (≡ teacher NFE: the cheapest teacher NFE not significantly
-    worse) and `speedup_lower_bound` (better than every teacher row)."""
+def equivalent_nfe(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
+                   recipe_length: bool = False) -> dict[int, dict]:
+    """The re-based gates' run: the shipped recipe shortened by SHORT (unless `recipe_length`;
+    with the `variant` overrides last), evaluated with the resolved metric (MMD² with 95%
+    intervals at the default 40,000 samples) against the teacher at 1-64 steps; its comparison
+    rows by student steps, each with `match_nfe` (≡ teacher NFE: the cheapest teacher NFE not
+    significantly worse) and `speedup_lower_bound` (better than every teacher row)."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
                       ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
-                       *SHORT.get(method, []), *variant])
-    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant)
+                       *([] if recipe_length else SHORT.get(method, [])), *variant])
+    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant) + ("-recipe" if recipe_length else "")
     result = run(cfg, Path(root) / f"resolved-{method}-{dataset}{tag}")
     rows = comparison_rows(json.loads((result.run_dir / "eval.json").read_text()))
     print(method, dataset, variant, {r["nfe"]: (round(r["mmd"], 5), r["match_nfe"]) for r in rows})
@@ -144,7 +138,21 @@ def check_beats_variant(method: str, steps: int, variant: tuple[str, ...], root:
     base = (f"train.seed={seed}",) if seed else ()
     student = equivalent_nfe(method, "8gaussians", root, base)[steps]
     other = equivalent_nfe(method, "8gaussians", root, (*base, *variant))[steps]
-    assert student["mmd_ci"][1] < other["mmd_ci"][0], (student, other)
+    assert significantly_better(student, other), (student, other)
+
+
+def check_on_checkerboard(method: str, steps: int, k: int, root: str) -> dict:
+    """A gate confirmed on a dataset its recipe was not tuned on: on checkerboard, at the
+    recipe's length (seed 0), the `steps`-step student matches the teacher at >= k NFE (k as
+    `bench/step_distillation.py` measured it, BENCHMARKS.md). Returns the student's row."""
+    student = equivalent_nfe(method, "checkerboard", root, recipe_length=True)[steps]
+    assert matches_at(student) >= k, student
+    return student
+
+
+def significantly_better(row: dict, other: dict, metric: str = "mmd") -> bool:
+    """`row`'s 95% interval of `metric` (lower is better) lies wholly below `other`'s."""
+    return row[f"{metric}_ci"][1] < other[f"{metric}_ci"][0]
 
 
 def check_full_teacher(method: str, steps: int, root: str) -> None:
@@ -178,10 +186,8 @@ def test_ode_pairs_one_step_student_matches_the_full_teacher(root):
 
 @pytest.mark.slow
 def test_ode_pairs_one_step_student_on_checkerboard(root):
-    rows = distilled("ode-pairs", "checkerboard", root)["rows"]
-    student, teacher1, teacher64 = rows["student", 1], rows["teacher", 1], rows["teacher", 64]
-    assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
-    assert student["swd"] <= 0.5 * teacher1["swd"], (student["swd"], teacher1["swd"])
+    """Confirmed where it was not tuned: ≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md)."""
+    check_on_checkerboard("ode-pairs", 1, 32, root)
 
 
 @pytest.mark.gate("progressive")
@@ -202,10 +208,8 @@ def test_progressive_two_step_student_matches_the_full_teacher(root):
 
 @pytest.mark.slow
 def test_progressive_two_step_student_on_checkerboard(root):
-    rows = distilled("progressive", "checkerboard", root)["rows"]
-    student, teacher2, teacher64 = rows["student", 2], rows["teacher", 2], rows["teacher", 64]
-    assert student["swd"] <= 1.3 * teacher64["swd"], (student["swd"], teacher64["swd"])
-    assert student["swd"] <= teacher2["swd"] / 3, (student["swd"], teacher2["swd"])
+    """Confirmed where it was not tuned: 2-step ≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md)."""
+    check_on_checkerboard("progressive", 2, 32, root)
 
 
 def test_the_speedup_and_equivalent_teacher_nfe_follow_from_the_rows(root, tmp_path):
