@@ -16,7 +16,6 @@ for reflow (its paths 10x straighter than the teacher's), instaflow and slimflow
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from test_gates_toy2d import (
     check_on_checkerboard,
     equivalent_nfe,
     matches_at,
+    resolved_eval,
 )
 
 pytestmark = pytest.mark.gate
@@ -43,7 +43,7 @@ def root(tmp_path_factory) -> str:
 def test_reflow_straightens_the_paths_and_its_two_step_student_matches_the_teacher_at_16(root):
     two = check_gate_and_ablation("reflow", 2, 16, root)
     assert two["mmd"] < equivalent_nfe("reflow", "8gaussians", root)[1]["mmd"]
-    straightness = json.loads((Path(root) / "resolved-reflow-8gaussians" / "eval.json").read_text())["straightness"]
+    straightness = resolved_eval("reflow", "8gaussians", root)["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
 
 
@@ -57,8 +57,7 @@ def test_reflow_two_step_student_matches_the_full_teacher(root):
 def test_reflow_straightens_the_paths_on_checkerboard(root):
     """1-step ≡ 32 on checkerboard (seed 0 at the recipe's length; `bench/step_distillation.py`, BENCHMARKS.md), on paths 10x straighter than the teacher's."""
     check_on_checkerboard("reflow", 1, 32, root)
-    eval_data = json.loads((Path(root) / "resolved-reflow-checkerboard-recipe" / "eval.json").read_text())
-    straightness = eval_data["straightness"]
+    straightness = resolved_eval("reflow", "checkerboard", root, recipe_length=True)["straightness"]
     assert straightness["student"] <= 0.1 * straightness["teacher"], straightness
 
 

@@ -56,44 +56,50 @@ SHORT = {
 }
 
 
-# The SWD gates were calibrated on the evaluation of 10,000 samples against a 10,000-point test
-# split, where they stay until each is re-based on the resolved metric (MMD² with intervals at
-# 40,000 samples, BENCHMARKS.md's metric-resolution section): at 40,000 samples SWD's own
-# sampling floor drops (teacher-64 on 8gaussians: 0.084 -> 0.062) and the 1.3-1.5x bounds
-# calibrated above it no longer measure what they did.
-SWD_EVAL = ["eval.n_samples=10000", "data.n_test=10000"]
+# A light evaluation (10,000 samples against a 10,000-point test split) for the gates that score
+# a run's own samples (`distilled`); the metric gates use the resolved default (`resolved_eval`).
+LIGHT_EVAL = ["eval.n_samples=10000", "data.n_test=10000"]
 
 
 @cache
-def distilled(method: str, dataset: str, root: str, recipe_length: bool = False,
-              variant: tuple[str, ...] = ()) -> dict:
-    """Run the shipped recipe (shortened by SHORT unless `recipe_length`, for `slow` gates; with
-    the `variant` overrides last) once per session, evaluated as the SWD gates were calibrated
-    (SWD_EVAL); eval.json rows keyed by (model, nfe)."""
+def distilled(method: str, dataset: str, root: str, variant: tuple[str, ...] = ()) -> Path:
+    """The run dir of the shipped recipe, shortened by SHORT (with the `variant` overrides
+    last), run once per session and evaluated lightly (LIGHT_EVAL), for gates that sample the
+    exported student themselves."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
-                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0", *SWD_EVAL,
-                       *([] if recipe_length else SHORT.get(method, [])), *variant])
+                      ["train.progress=false", "eval.nfe=[1,2,64]", "eval.timing_repeats=0", *LIGHT_EVAL,
+                       *SHORT.get(method, []), *variant])
     tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant)  # a run dir per variant
-    result = run(cfg, Path(root) / f"{method}-{dataset}{'-recipe' if recipe_length else ''}{tag}")
-    data = json.loads((result.run_dir / "eval.json").read_text())
-    return {"run_dir": result.run_dir, "rows": {(r["model"], r["nfe"]): r for r in data["rows"]},
-            "straightness": data.get("straightness")}
+    return run(cfg, Path(root) / f"{method}-{dataset}{tag}").run_dir
 
 
 @cache
-def equivalent_nfe(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
-                   recipe_length: bool = False) -> dict[int, dict]:
+def resolved_eval(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
+                  recipe_length: bool = False) -> dict:
     """The re-based gates' run: the shipped recipe shortened by SHORT (unless `recipe_length`;
     with the `variant` overrides last), evaluated with the resolved metric (MMD² with 95%
-    intervals at the default 40,000 samples) against the teacher at 1-64 steps; its comparison
-    rows by student steps, each with `match_nfe` (≡ teacher NFE: the cheapest teacher NFE not
-    significantly worse) and `speedup_lower_bound` (better than every teacher row)."""
+    intervals at the default 40,000 samples) against the teacher at 1-64 steps; its eval.json."""
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
                       ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
                        *([] if recipe_length else SHORT.get(method, [])), *variant])
     tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant) + ("-recipe" if recipe_length else "")
     result = run(cfg, Path(root) / f"resolved-{method}-{dataset}{tag}")
-    rows = comparison_rows(json.loads((result.run_dir / "eval.json").read_text()))
+    return json.loads((result.run_dir / "eval.json").read_text())
+
+
+def resolved_rows(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
+                  recipe_length: bool = False) -> dict[tuple[str, int], dict]:
+    """`resolved_eval`'s rows keyed by (model, nfe): ("teacher", 1), ("student", 1), ..."""
+    return {(r["model"], r["nfe"]): r for r in resolved_eval(method, dataset, root, variant, recipe_length)["rows"]}
+
+
+@cache
+def equivalent_nfe(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
+                   recipe_length: bool = False) -> dict[int, dict]:
+    """`resolved_eval`'s comparison rows by student steps, each with `match_nfe` (≡ teacher NFE:
+    the cheapest teacher NFE not significantly worse) and `speedup_lower_bound` (better than
+    every teacher row)."""
+    rows = comparison_rows(resolved_eval(method, dataset, root, variant, recipe_length))
     print(method, dataset, variant, {r["nfe"]: (round(r["mmd"], 5), r["match_nfe"]) for r in rows})
     return {r["nfe"]: r for r in rows}
 
