@@ -30,6 +30,7 @@ SHORT = {
     "progressive": ["train.steps=3000", "train.batch_size=256"],
     "cd": ["train.steps=1000", "train.batch_size=256"],
     "mcd": ["train.steps=1000", "train.batch_size=256"],
+    "slam": ["train.steps=1000", "train.batch_size=256"],
     "scm": ["train.steps=600", "train.batch_size=256"],
     "tscd": ["train.steps=1000", "train.batch_size=256"],
     "dmd": ["train.steps=800", "method.pairs=5000"],
@@ -123,6 +124,9 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "dmd": ("method.regression_weight=0",), "dmd2": ("method.fake_updates=1",), "sid": FROZEN_FAKE,
     "vsd": FROZEN_FAKE, "f-distill": FROZEN_FAKE, "tdm": FROZEN_FAKE, "disback": FROZEN_FAKE,
     "twinflow": ("method.rectify_weight=0",), "multi-student": FROZEN_FAKE,
+    # slam's own mechanism (the sub-path; off, it is cd) does not help here (its gate says so),
+    # so its fast gate is against its undistilled self
+    "slam": ("train.lr=1e-9",),
 }
 
 

@@ -13,6 +13,7 @@ from distill.diffusion.methods import (  # noqa: F401
     progressive,
     rectified_flow,
     scm,
+    slam,
     tdm,
     teacher,
     twinflow,

@@ -110,8 +110,14 @@ class ConsistencyDistillation(Method):
             # at the segment's start the consistency function is the identity (the boundary
             # condition); the clamp only keeps the discarded branch finite where s = 0
             target = torch.where(at_start, x_s, ddim_step(self.target, x_s, s.clamp(min=1 / big_n), b, labels))
-        pred = ddim_step(self.student, x_t, t, b, labels)
+        pred = self.student_jump(x_t, t, x_s, s, b, labels)
         return {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
+
+    def student_jump(self, x_t: Tensor, t: Tensor, x_s: Tensor, s: Tensor, b: Tensor,
+                     labels: Tensor | None) -> Tensor:
+        """The online student's consistency output, its DDIM jump to the segment start b, from
+        x_t at t (`slam` queries it along the sub-path from x_t to the teacher's x_s)."""
+        return ddim_step(self.student, x_t, t, b, labels)
 
     @torch.no_grad()
     def after_step(self, step: int, updated: list[str]) -> None:
