@@ -81,7 +81,7 @@ class SubpathLinearApproximation(ConsistencyDistillation):
         if cfg.subpath and not student.two_time:
             raise ConfigError("slam tells its student where on the sub-path it is through a second time "
                               "input: set student.two_time: true (or method.subpath: false for plain cd)")
-        if student.preconditioning != "none":
+        if cfg.subpath and student.preconditioning != "none":
             raise ConfigError("slam reads its student's output at the sub-path point's own noise level, "
                               "which EDM preconditioning does not allow: set student.preconditioning: none")
 
