@@ -41,9 +41,7 @@ SHORT = {
     # with these overrides: 1-step FID 15.02 / 14.49 at seeds 0 / 1 vs the teacher's 114.2 / 8.67
     # at 1 / 50 (bound 17.3), straightness 0.0073 vs 0.0970; 2 steps 13.54 / 13.08 and 4 steps
     # 11.76 / 11.52, not 3x better than the teacher's 32.8 / 11.9 there). The earlier 1000
-    # couplings at 300 steps gave 19.18, outside 2x teacher-50. mcd is not gated here: on this
-    # short teacher its 2-step FID stays at 13.2 (300 and 800 steps) against the teacher's 33.0,
-    # 2.5x; with the recipe teacher it is 7.9x.
+    # couplings at 300 steps gave 19.18, outside 2x teacher-50.
     "reflow": ["method.teacher_steps=16", "method.pairs=4000", "train.steps=1000", "train.batch_size=64",
                "eval.nfe=[1,50]"],
     # the recipe's 2000 steps, gated at its headline 2 steps (2 segments): 2-step FID 10.25 /
