@@ -26,7 +26,7 @@ from distill.report import comparison_rows
 from distill.report.compare import format_estimate, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
 
-METHODS = ("ode-pairs", "progressive", "cd", "mcd", "tscd", "slam", "scm", "reflow", "instaflow", "slimflow", "meanflow",
+METHODS = ("ode-pairs", "progressive", "arcflow", "cd", "mcd", "tscd", "slam", "scm", "reflow", "instaflow", "slimflow", "meanflow",
            "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
            "twinflow", "multi-student", "dmd-decoupled")
 # further recipes of a method, run after its own: configs/toy2d/<variant>-<dataset>.yaml (the

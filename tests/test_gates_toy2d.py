@@ -28,6 +28,7 @@ SHORT = {
     "ode-pairs": ["train.steps=1000", "method.pairs=10000", "train.lr=2e-4", "train.ema_decay=0.995",
                   "train.batch_size=256"],
     "progressive": ["train.steps=3000", "train.batch_size=256"],
+    "arcflow": ["train.steps=1000", "train.batch_size=256"],  # test_gates_arcflow.py
     "cd": ["train.steps=1000", "train.batch_size=256"],
     "mcd": ["train.steps=1000", "train.batch_size=256"],
     "slam": ["train.steps=1000", "train.batch_size=256"],
@@ -116,6 +117,7 @@ FROZEN_FAKE = ("method.fake_lr=1e-9",)  # the fake score stays the teacher: no d
 # (the gates' docstrings say what each does and what it scored; bench/gate_nfe.py reports them)
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "ode-pairs": ("method.teacher_steps=1",), "progressive": ("method.start_steps=4",),
+    "arcflow": ("student.policy_components=1",),  # one component: a straight step per step
     "cd": ("method.intervals=2",), "tscd": ("method.intervals=2",), "mcd": ("method.intervals=2",),
     "scm": ("method.tangent=finite-difference", "method.fd_step=0.5"),
     "slimflow": ("method.guide_weight=0", "method.anneal_fraction=0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from distill.diffusion.momentum_policy import MomentumPolicy
 from distill.diffusion.schedules import (
     PREDICTIONS,
     QUANTITIES,
@@ -69,10 +70,26 @@ class Denoiser(nn.Module):
         """Whether the network also takes a second time s (a flow map's average velocity)."""
         return bool(getattr(self.net, "two_time", False))
 
+    @property
+    def policy_components(self) -> int:
+        """K > 0 where the network outputs an ArcFlow momentum-mixture policy (`policy`)."""
+        return int(getattr(self.net, "policy_components", 0))
+
+    def policy(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> MomentumPolicy:
+        """The velocity over the step starting at (x_t, t) of a policy network (ArcFlow):
+        x_t: (B, ...), t: (B,). No guidance: a policy student learns its teacher's guided flow."""
+        if not self.policy_components:
+            raise ValueError("policy needs a policy network (student.policy_components > 0)")
+        out = self.net(x_t, t, self.labels(cond, x_t.shape[0], x_t.device))
+        return MomentumPolicy.unpack(out, tuple(x_t.shape[1:]), self.policy_components, t)
+
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The raw prediction (of type `self.prediction`) without guidance; a two-time network
-        is asked at s = t, where its average velocity is the instantaneous one."""
+        is asked at s = t, where its average velocity is the instantaneous one, and a policy
+        network gives its policy's velocity at the time it was asked."""
         labels = self.labels(cond, x_t.shape[0], x_t.device)
+        if self.policy_components:
+            return self.policy(x_t, t, cond).velocity(t)
         if self.preconditioning == "none":
             return self.net(x_t, t, labels)
         alpha, sigma = expand_time(self.schedule.alpha(t), x_t), expand_time(self.schedule.sigma(t), x_t)

@@ -14,6 +14,8 @@ from a generator seeded with `seed`, so they are reproducible too.
   consistency sampler, Song et al. 2023, Alg. 1); the sampler of few-step students.
 - `flow-map`: jumps x_s = x_t + (s - t) u(x_t, t, s) of a two-time network's average velocity
   (MeanFlow, Geng et al. 2025, Eq. 3); the sampler of `meanflow` students.
+- `arcflow`: each step one evaluation of a policy network, then the analytic integral of its
+  momentum-mixture velocity to the next grid time (`momentum_policy.py`); `arcflow` students.
 
 These are written once against the Schedule/Denoiser seam rather than wrapping diffusers'
 scheduler classes: a diffusers scheduler owns its own discrete sigma table per class, while
@@ -33,7 +35,7 @@ from torch import Tensor
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.schedules import Schedule, expand_time
 
-SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep", "flow-map")
+SAMPLER_NAMES: tuple[str, ...] = ("euler", "heun", "ddim", "dpm++2m", "multistep", "flow-map", "arcflow")
 
 
 def fixed_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
@@ -183,6 +185,16 @@ def flow_map(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator)
     return x
 
 
+def arcflow(model: Guide, x: Tensor, times: Tensor, generator: torch.Generator) -> Tensor:
+    """x_next = the policy of (x, t) integrated exactly from t to t_next (NFE = steps); no
+    guidance (an arcflow student learns its teacher's guided flow)."""
+    denoiser = model.denoiser
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        tt, ss = t.expand(x.shape[0]).to(x.dtype), t_next.expand(x.shape[0]).to(x.dtype)
+        x = denoiser.policy(x, tt, model.cond).advance(x, tt, ss)
+    return x
+
+
 def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels: Tensor | None = None,
               guidance: float = 1.0, eta: float = 0.0) -> Tensor:
     """One DDIM step (Song et al. 2021, Eq. 12 and 16) from t to t_next, both (B,) with t > 0:
@@ -203,7 +215,7 @@ def ddim_step(denoiser: Denoiser, x_t: Tensor, t: Tensor, t_next: Tensor, labels
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": euler, "heun": heun, "ddim": ddim, "dpm++2m": dpm_solver_pp_2m, "multistep": multistep,
-    "flow-map": flow_map,
+    "flow-map": flow_map, "arcflow": arcflow,
 }
 
 

@@ -60,6 +60,9 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
             teacher_meta["model"]).model_dump(exclude={"init"})
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
         one_into_experts = mine["experts"] > 1 and theirs["experts"] == 1
+        one_into_policy = mine["policy_components"] > 0 and not theirs["policy_components"]
+        if one_into_policy:  # every component's mean starts as the teacher's velocity
+            theirs["policy_components"] = mine["policy_components"]
         if one_time_into_two:
             theirs["two_time"] = True  # the differences init from the teacher allows
         if one_into_experts:
@@ -75,6 +78,8 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
             student.net.load_one_time_state(teacher.net.state_dict())
         elif one_into_experts:
             student.net.load_single_state(teacher.net.state_dict())
+        elif one_into_policy:
+            student.net.load_one_output_state(teacher.net.state_dict())
         else:
             student.net.load_state_dict(teacher.net.state_dict())
     return student

@@ -42,7 +42,12 @@ class ModelConfig(BaseModel):
     expert_routing: Literal["time", "class"] = Field("time", description=(
         "time: expert k serves the k-th of K equal time intervals from noise to data "
         "(dmd-phased); class: the classes split into K contiguous groups (multi-student)"))
+    policy_components: int = Field(0, ge=0, description=(
+        "K > 0: the network outputs an ArcFlow momentum-mixture policy of K components (the "
+        "velocity over a whole step, `arcflow` students) instead of one prediction; "
+        "initialised from a one-prediction teacher, every component starts as the teacher"))
     supports_two_time: ClassVar[bool] = False
+    supports_policy: ClassVar[bool] = False
     supports_experts: ClassVar[bool] = True  # False: saved as one diffusers model, no expert copies
 
     @model_validator(mode="after")
@@ -61,6 +66,11 @@ class ModelConfig(BaseModel):
             raise ValueError(f"expert_routing: {self.expert_routing} needs experts > 1 (one network has no one to route to)")
         if self.experts > 1 and self.two_time:
             raise ValueError("experts > 1 and two_time: true do not combine; choose one")
+        if self.policy_components and (self.prediction, self.preconditioning) != ("velocity", "none"):
+            raise ValueError("policy_components > 0 outputs velocities (a momentum-mixture policy): "
+                             "set prediction: velocity and preconditioning: none")
+        if self.policy_components and (self.two_time or self.experts > 1):
+            raise ValueError("policy_components > 0 does not combine with two_time or experts > 1; choose one")
         if self.schedule == "vp-discrete" and self.time_scale != 1000.0:
             raise ValueError("schedule: vp-discrete feeds the network the DDPM step index 0..999; "
                              "time_scale applies to the continuous schedules: leave it at 1000")
@@ -81,6 +91,9 @@ class ModelConfig(BaseModel):
         if self.two_time and not self.supports_two_time:
             raise ConfigError(f"student.two_time: the {self.name!r} backbone takes one time only; "
                               "use the mlp or unet backbone for flow-map students")
+        if self.policy_components and not self.supports_policy:
+            raise ConfigError(f"student.policy_components: the {self.name!r} backbone has no policy head; "
+                              "use the mlp backbone for arcflow students")
         net = self.build(shape, num_classes)
         if self.experts > 1:
             if not self.supports_experts:

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from distill.diffusion.momentum_policy import initial_rates, packed_size
 from distill.models.base import ModelConfig
 from distill.registry import MODELS
 
@@ -29,14 +30,15 @@ class TimeMLP(nn.Module):
     per unit time) and the class as a learned embedding, concatenated to x. A `two_time`
     network also embeds t - s (MeanFlow's choice, Geng et al. 2025, Sec. 4), appended last, so
     that a one-time network's weights load into it with zero weights on the new inputs
-    (`load_one_time_state`)."""
+    (`load_one_time_state`). A `policy_components` = K > 0 network outputs an ArcFlow
+    momentum-mixture policy instead, (B, packed_size(shape, K)) (`momentum_policy.py`)."""
 
     def __init__(self, shape: tuple[int, ...], hidden: int, depth: int, time_dim: int,
                  activation: str = "silu", num_classes: int | None = None, two_time: bool = False,
-                 time_scale: float = 1000.0) -> None:
+                 time_scale: float = 1000.0, policy_components: int = 0) -> None:
         super().__init__()
         self.shape, self.time_dim, self.two_time = tuple(shape), time_dim, two_time
-        self.time_scale = time_scale
+        self.time_scale, self.policy_components = time_scale, policy_components
         dim = math.prod(shape)
         act = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}[activation]
         self.class_embedding = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
@@ -45,7 +47,8 @@ class TimeMLP(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), act()]
             width = hidden
-        layers.append(nn.Linear(width, dim))
+        out = packed_size(self.shape, policy_components) if policy_components else dim
+        layers.append(nn.Linear(width, out))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, s: Tensor | None = None) -> Tensor:
@@ -58,7 +61,8 @@ class TimeMLP(nn.Module):
             parts.append(self.embed_time(t - (t if s is None else s)).to(x.dtype))
         elif s is not None:
             raise ValueError("this network takes one time; build it with two_time=True for a second")
-        return self.layers(torch.cat(parts, dim=1)).reshape(x.shape)
+        out = self.layers(torch.cat(parts, dim=1))
+        return out if self.policy_components else out.reshape(x.shape)
 
     def embed_time(self, t: Tensor) -> Tensor:
         """(B,) -> (B, time_dim)."""
@@ -76,6 +80,22 @@ class TimeMLP(nn.Module):
         self.load_state_dict({**state, first: padded})
 
 
+    def load_one_output_state(self, state: dict[str, Tensor]) -> None:
+        """Load a one-prediction (velocity) TimeMLP's weights into this policy network: every
+        component's mean gets the teacher's output layer, the weight logits zero (uniform
+        weights) and the rates `initial_rates`, so the policy's velocity at its source time is
+        the teacher's."""
+        last = f"layers.{len(self.layers) - 1}"
+        weight, bias = state[f"{last}.weight"], state[f"{last}.bias"]
+        k, hidden = self.policy_components, weight.shape[1]
+        if weight.shape[0] != math.prod(self.shape):
+            raise ValueError(f"{last}.weight: {tuple(weight.shape)} is not a one-prediction output layer "
+                             f"for samples of shape {self.shape}")
+        new_weight = torch.cat([weight.repeat(k, 1), weight.new_zeros(2 * k - 1, hidden)])
+        new_bias = torch.cat([bias.repeat(k), bias.new_zeros(k), initial_rates(k).to(bias)])
+        self.load_state_dict({**state, f"{last}.weight": new_weight, f"{last}.bias": new_bias})
+
+
 @MODELS.register("mlp", summary="MLP with sinusoidal time embedding, for points and small vectors")
 class MLPConfig(ModelConfig):
     name: Literal["mlp"] = "mlp"
@@ -84,7 +104,8 @@ class MLPConfig(ModelConfig):
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
     supports_two_time: ClassVar[bool] = True
+    supports_policy: ClassVar[bool] = True
 
     def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
         return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes,
-                       self.two_time, self.time_scale)
+                       self.two_time, self.time_scale, self.policy_components)

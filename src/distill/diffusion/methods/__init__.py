@@ -1,6 +1,7 @@
 """Step-distillation methods (and teacher training), one file per family."""
 
 from distill.diffusion.methods import (  # noqa: F401
+    arcflow,
     consistency,
     decoupled_dmd,
     disback,
