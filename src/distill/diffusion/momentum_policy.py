@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from distill.diffusion.schedules import expand_time
+
 RATE_LIMIT = 20.0  # |gamma| per unit time: exp(20 * 1) bounds a component's growth over a whole path
 
 
@@ -102,8 +104,7 @@ class MomentumPolicy:
     def average_velocity(self, x: Tensor, t_start: Tensor, t_end: Tensor) -> Tensor:
         """(x(t_start) - x(t_end)) / (t_start - t_end): the mean velocity over [t_end, t_start]
         (t_start > t_end), in the sign convention of `velocity` (dx/dt)."""
-        span = (t_start - t_end).reshape(-1, *((1,) * (x.ndim - 1)))
-        return (x - self.advance(x, t_start, t_end)) / span
+        return (x - self.advance(x, t_start, t_end)) / expand_time(t_start - t_end, x)
 
     def detach(self) -> MomentumPolicy:
         return MomentumPolicy(self.means.detach(), self.logits.detach(), self.rates.detach(), self.t_src)

@@ -13,6 +13,7 @@ from torch import Tensor
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.momentum_policy import MomentumPolicy
+from distill.diffusion.schedules import expand_time
 from distill.diffusion.teacher_pairs import prior_noise_rows
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
@@ -117,13 +118,13 @@ class ArcFlow(Method):
                 target = self.teacher.velocity(x_a, t_a, labels, self.cfg.guidance)
             moves = (t_a - t_b) > 1e-4
             if moves.any():
-                pred = torch.where(moves.reshape(-1, *((1,) * (x.ndim - 1))),
+                pred = torch.where(expand_time(moves, x),
                                    policy.average_velocity(x_a, t_a, torch.where(moves, t_b, t_a - 1e-4)),
                                    policy.velocity(t_a))
             else:
                 pred = policy.velocity(t_a)
             losses.append((pred - target).pow(2).flatten(1).mean(1))
-            x_cur = x_a + (t_b - t_a).reshape(-1, *((1,) * (x.ndim - 1))) * target
+            x_cur = x_a + expand_time(t_b - t_a, x) * target
             t_cur = t_b
         t_end = (t_src - span).clamp(min=0)
         with torch.no_grad():
