@@ -31,9 +31,9 @@ METHODS = ("ode-pairs", "progressive", "arcflow", "cd", "mcd", "tscd", "slam", "
            "twinflow", "multi-student", "dmd-decoupled")
 # further recipes of a method, run after its own: configs/toy2d/<variant>-<dataset>.yaml (the
 # small multi-students and their one-student baseline of the same size; SiD from random weights
-# and disback on SiD from random weights, its key effect)
+# and disback on SiD from random weights, its key effect; dmd2 with the embedding loss at batch 32)
 VARIANTS = {"multi-student": ("multi-student-small", "multi-student-small-k1"), "sid": ("sid-random",),
-            "disback": ("disback-sid",)}
+            "disback": ("disback-sid",), "dmd2": ("dmd2-el",)}
 # configs/toy2d/<method>-<dataset>.yaml; 8gaussians-2classes is the class-conditional teacher whose
 # classes are arcs of 4 modes (multi-student, dmd-decoupled and their dmd2 baseline)
 DATASETS = ("8gaussians", "checkerboard", "8gaussians-2classes")

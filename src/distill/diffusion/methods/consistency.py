@@ -11,9 +11,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.embedding_loss import EmbeddingLossConfig, build_embedding_loss
 from distill.diffusion.methods.ode_pairs import regression_loss
-from distill.diffusion.samplers import ddim_step
+from distill.diffusion.samplers import ddim_step, sample
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
@@ -32,6 +34,8 @@ class ConsistencyConfig(MethodConfig):
     stochastic: float = Field(0.0, ge=0, le=1, description=(
         "eta of a stochastic (SDE) teacher step instead of the ODE step, as in SCott; 0: ODE"))
     student_steps: int = Field(1, gt=0, description="multistep-sampler steps the student is evaluated at")
+    embedding_loss: EmbeddingLossConfig = Field(default_factory=EmbeddingLossConfig, description=(
+        "the supplementary embedding loss on the student's own samples (weight 0: off)"))
 
 
 def ode_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, solver: str,
@@ -73,19 +77,24 @@ class ConsistencyDistillation(Method):
     2023) distance, CFG scale for class-conditional teachers, student initialised from the
     teacher (`student.init: teacher`, as in the paper), and `stochastic: eta`, SCott's
     (Liu et al. 2024) SDE teacher step in place of the ODE step, here a stochastic DDIM step
-    with noise level eta. Not implemented: LPIPS (no perceptual network ships offline),
+    with noise level eta, and the embedding loss on the student's samples (`embedding_loss`,
+    distill.diffusion.embedding_loss). Not implemented: LPIPS (no perceptual network ships offline),
     SCott's multi-step SDE solver and its adversarial term, iCT's N curriculum and
     log-normal n sampling.
     """
 
     Config = ConsistencyConfig
 
-    def __init__(self, cfg: ConsistencyConfig, student: Denoiser, teacher: Denoiser, **_: object) -> None:
+    def __init__(self, cfg: ConsistencyConfig, student: Denoiser, teacher: Denoiser,
+                 data: ArrayData | None = None, **_: object) -> None:
         super().__init__()
         if student.conditional != teacher.conditional:
             raise ConfigError("cd needs teacher and student to be both class-conditional or both not")
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.target = copy.deepcopy(student).eval().requires_grad_(False)
+        if cfg.embedding_loss.weight > 0 and data is None:
+            raise ConfigError("method.embedding_loss compares the student's samples with data; none was given")
+        self.embedding = build_embedding_loss(cfg.embedding_loss, data) if data is not None else None
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("student", self.student.parameters())]
@@ -111,7 +120,12 @@ class ConsistencyDistillation(Method):
             # condition); the clamp only keeps the discarded branch finite where s = 0
             target = torch.where(at_start, x_s, ddim_step(self.target, x_s, s.clamp(min=1 / big_n), b, labels))
         pred = self.student_jump(x_t, t, x_s, s, b, labels)
-        return {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
+        losses = {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
+        if self.embedding is not None:  # the student's samples at its fewest evaluated steps
+            generated = sample(self.student, torch.randn_like(x0), min(self.student_steps()),
+                               self.student_sampler(), cond=labels)
+            losses["embedding"] = self.embedding(generated, batch)
+        return losses
 
     def student_jump(self, x_t: Tensor, t: Tensor, x_s: Tensor, s: Tensor, b: Tensor,
                      labels: Tensor | None) -> Tensor:
@@ -201,8 +215,8 @@ class SegmentedConsistencyDistillation(MultistepConsistencyDistillation):
     cfg: SegmentedConsistencyConfig
 
     def __init__(self, cfg: SegmentedConsistencyConfig, student: Denoiser, teacher: Denoiser,
-                 total_steps: int = 1, **_: object) -> None:
-        super().__init__(cfg, student, teacher)
+                 total_steps: int = 1, **kwargs: object) -> None:
+        super().__init__(cfg, student, teacher, **kwargs)
         self.steps_per_phase = max(1, total_steps // len(cfg.segments))
 
     def segments(self, step: int) -> int:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.embedding_loss import EmbeddingLossConfig, build_embedding_loss
 from distill.diffusion.fake_score import FakeScoreConfig, build_fake_score
 from distill.diffusion.methods.ode_pairs import regression_loss
 from distill.diffusion.methods.teacher import denoising_loss
@@ -46,6 +47,9 @@ class DMD2Config(MethodConfig):
     fake_score: FakeScoreConfig = Field(default_factory=FakeScoreConfig, description=(
         "the fake score: a full trainable copy of the teacher, or LoRA adapters on its frozen "
         "weights (kind: lora; rank, alpha, targets)"))
+    embedding_loss: EmbeddingLossConfig = Field(default_factory=EmbeddingLossConfig, description=(
+        "the supplementary embedding loss: MMD² between generator samples and data in random "
+        "networks' features (weight 0: off)"))
 
     @model_validator(mode="after")
     def _times(self) -> DMD2Config:
@@ -168,7 +172,8 @@ class DMD2(Method):
     losses), and the generator's non-saturating loss through the fake score's features
     (`gan_weight`); backward simulation for `student_steps` > 1 (the generator's input at step k
     is made by running the generator itself for k denoise-renoise steps, no grad), sampled with
-    the multistep sampler; CFG on the real score. Not implemented: the paper's SDXL-scale
+    the multistep sampler; CFG on the real score; the embedding loss of any variant
+    (`embedding_loss`, distill.diffusion.embedding_loss). Not implemented: the paper's SDXL-scale
     details (LoRA, text conditioning); its R1 regularisation of the discriminator.
     """
 
@@ -188,6 +193,7 @@ class DMD2(Method):
         self.cfg, self.student, self.teacher = cfg, student, teacher
         self.shape, self.seed = data.shape, seed
         self.fake = build_fake_score(teacher, cfg.fake_score)
+        self.embedding = build_embedding_loss(cfg.embedding_loss, data)
         self.taps: FeatureTaps | None = None
         self.head: DiscriminatorHead | None = None
         if self.uses_discriminator:
@@ -267,7 +273,10 @@ class DMD2(Method):
         labels = self.labels_for(n, batch, device)
         if group == "fake_score":
             return self.fake_score_losses(batch, n, labels, device)
-        return self.generator_losses(batch, n, labels, device)
+        losses = self.generator_losses(batch, n, labels, device)
+        if self.embedding is not None:  # on a fresh generator sample, for every variant alike
+            losses["embedding"] = self.embedding(self.generate(n, labels, device), batch)
+        return losses
 
     def fake_score_losses(self, batch: dict[str, Tensor], n: int, labels: Tensor | None,
                           device: torch.device) -> dict[str, Tensor]:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.embedding_loss import EmbeddingLossConfig, build_embedding_loss
 from distill.diffusion.samplers import sample
 from distill.diffusion.teacher_pairs import cached_teacher_pairs
 from distill.method import Method, MethodConfig, ParamGroup
@@ -30,6 +31,8 @@ class OdePairsConfig(TeacherPairsConfig):
     name: Literal["ode-pairs"] = "ode-pairs"
     student_steps: int = Field(1, gt=0, description="Euler steps the student takes")
     pairs: int = Field(50000, ge=0, description="pairs generated once and cached; 0: fresh each batch")
+    embedding_loss: EmbeddingLossConfig = Field(default_factory=EmbeddingLossConfig, description=(
+        "the supplementary embedding loss on the student's samples against data (weight 0: off)"))
 
 
 def regression_loss(pred: Tensor, target: Tensor, kind: str, c: float) -> Tensor:
@@ -50,7 +53,8 @@ class OdePairs(Method):
     Implemented: pairs generated once (cached in memory, `pairs`) or fresh each batch
     (`pairs: 0`), L2 or pseudo-Huber loss, multi-step students trained end to end through
     their own sampler, class-conditional pairs (the teacher solved with CFG scale
-    `guidance`, so the student learns the guided sampler). Not implemented: LPIPS (no
+    `guidance`, so the student learns the guided sampler), the embedding loss on the student's
+    samples (`embedding_loss`). Not implemented: LPIPS (no
     pretrained perceptual network ships offline).
     """
 
@@ -63,6 +67,7 @@ class OdePairs(Method):
         self.shape, self.seed = data.shape, seed
         self.num_classes = data.num_classes if student.conditional else None
         self._bank = self.make_pairs(cfg.pairs) if cfg.pairs else None
+        self.embedding = build_embedding_loss(cfg.embedding_loss, data)
 
     @torch.no_grad()
     def teacher_solution(self, noise: Tensor, labels: Tensor | None) -> Tensor:
@@ -87,7 +92,10 @@ class OdePairs(Method):
             noise = torch.randn_like(batch["x"])
             target = self.teacher_solution(noise, labels)
         pred = sample(self.student, noise, self.cfg.student_steps, cond=labels)
-        return {"regression": regression_loss(pred, target, self.cfg.loss, self.cfg.huber_c)}
+        losses = {"regression": regression_loss(pred, target, self.cfg.loss, self.cfg.huber_c)}
+        if self.embedding is not None:
+            losses["embedding"] = self.embedding(pred, batch)
+        return losses
 
     def student_steps(self) -> list[int]:
         return [self.cfg.student_steps]
