@@ -16,14 +16,12 @@ from distill.config import load_config
 from distill.data.base import ArrayData
 from distill.data.toy2d import TOY_CONFIGS
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.discriminator import DiscriminatorHead, default_feature_path, norm_groups
 from distill.diffusion.methods.distribution_matching import (
     DMD,
     DMD2,
-    DiscriminatorHead,
     SiD,
-    default_feature_path,
     distribution_matching_loss,
-    norm_groups,
     score_identity_loss,
 )
 from distill.errors import ConfigError

@@ -128,6 +128,23 @@ def test_continuous_time_consistency_one_step_student_on_checkerboard(root):
     check_on_checkerboard("scm", 1, 32, root)
 
 
+LADD = ("method.adversarial.weight=0.1", "method.adversarial.lr=1e-3", "method.adversarial.t_min=0.0",
+        "method.adversarial.t_max=0.1")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "SANA-Sprint's LADD term does not improve sCM's 1-step student here: at the gate's settings "
+    "MMD² 0.00406 (95% 0.0038-0.0043) with it vs 0.00431 (0.0041-0.0046) without (the best of: "
+    "weight 0.01-1, head lr 1e-4/1e-3, t' in [0.02, 0.98] / [0.02, 0.5] / [0.02, 0.3] / [0, 0.1], "
+    "the teacher's last or first hidden layer, fakes at the training point or from noise); at "
+    "the recipe's length 0.00619 vs 0.00595. The head stays near chance (hinge loss 1.7 of 2)"))
+def test_ladd_improves_the_continuous_time_consistency_one_step_student(root):
+    with_ladd = equivalent_nfe("scm", "8gaussians", root, LADD)[1]
+    plain = equivalent_nfe("scm", "8gaussians", root)[1]
+    assert significantly_better(with_ladd, plain), (with_ladd, plain)
+
+
 @pytest.mark.slow
 def test_trajectory_pairs_on_checkerboard(root):
     """TBCM's data-free pairs at the recipe's length on checkerboard (not tuned there): 1-step

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
+from distill.diffusion.ladd import AdversarialConfig, build_discriminator
 from distill.diffusion.methods.consistency import ode_step
 from distill.diffusion.schedules import expand_time
 from distill.diffusion.teacher_pairs import prior_noise_rows
@@ -47,6 +48,9 @@ class ContinuousConsistencyConfig(MethodConfig):
     prior_samples: int = Field(50000, gt=0, description="noise rows of the trajectory pairs")
     student_steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1, description=(
         "multistep consistency-sampler steps the student is evaluated and exported at"))
+    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig, description=(
+        "SANA-Sprint's LADD term: a hinge GAN whose discriminator is a head on the frozen "
+        "teacher's features (weight 0: off; needs data pairs)"))
 
 
 class AdaptiveWeight(nn.Module):
@@ -104,7 +108,9 @@ class ContinuousConsistencyDistillation(Method):
     weight 1 / (σ_d tan θ) of SANA-Sprint's and TBCM's code, CFG on the teacher's velocity,
     flow and TrigFlow teachers, trajectory-sampled pairs; sCM's small time-embedding scale
     (Sec. 4.1) as the backbones' `time_scale`, which the toy recipes' teacher and student use.
-    Not implemented: SANA-Sprint's LADD adversarial term and its dense time embedding, sCM's
+    `adversarial` adds SANA-Sprint's LADD term (`distill.diffusion.ladd`): the student's x0 at
+    the training point, re-noised, against real data, judged by a head on the frozen teacher's
+    features. Not implemented: SANA-Sprint's dense time embedding, sCM's
     other architecture changes (adaptive double normalisation, pixel norm), JVP-friendly flash
     attention, and TBCM's sampling-strategy study.
     """
@@ -124,12 +130,21 @@ class ContinuousConsistencyDistillation(Method):
         self.num_classes = data.num_classes if student.conditional else None
         self._rows = (prior_noise_rows(cfg.prior_samples, data.shape, self.num_classes, seed)
                       if cfg.pairs == "trajectory" else None)
+        if cfg.adversarial.weight > 0 and cfg.pairs == "trajectory":
+            raise ConfigError("method.adversarial compares the student's samples with real data, which "
+                              "pairs: trajectory never reads: use pairs: data or adversarial.weight: 0")
+        probe_labels = torch.zeros(2, dtype=torch.long) if self.num_classes else None
+        self.discriminator = build_discriminator(cfg.adversarial, teacher, data.shape, probe_labels)
 
     def param_groups(self) -> list[ParamGroup]:
         params = list(self.student.parameters())
         if self.cfg.adaptive_weighting:
             params += list(self.weighting.parameters())
-        return [ParamGroup("student", params)]
+        groups = [ParamGroup("student", params)]
+        if self.discriminator is not None:  # LADD: the head steps after the student, every step
+            groups.append(ParamGroup("discriminator", self.discriminator.head.parameters(),
+                                     lr=self.cfg.adversarial.lr))
+        return groups
 
     def train_data(self) -> dict[str, Tensor] | None:
         return self._rows
@@ -192,9 +207,15 @@ class ContinuousConsistencyDistillation(Method):
             cos, sin = expand_time(torch.cos(theta), x_hat), expand_time(torch.sin(theta), x_hat)
             return -cos**2 * (student_velocity - dxdt) - ramp * (cos * sin * x_hat + tangent)
 
+    def consistency_output(self, x_hat: Tensor, theta: Tensor, velocity: Tensor) -> Tensor:
+        """f = cos θ x̂ - sin θ σ_d F_θ: the student's x0 at (x̂, θ) from its σ_d F_θ (B, ...)."""
+        return expand_time(torch.cos(theta), x_hat) * x_hat - expand_time(torch.sin(theta), x_hat) * velocity
+
     def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
         labels = batch.get("y") if self.num_classes else None
+        if group == "discriminator":
+            return {"discriminator": self.discriminator_loss(batch, labels)}
         if cfg.pairs == "trajectory":
             noise = batch["noise"]
             theta = self.sample_theta(len(noise), noise.device)
@@ -211,7 +232,25 @@ class ContinuousConsistencyDistillation(Method):
         error = (f_theta - f_theta.detach() - g).pow(2).flatten(1).mean(1)
         if cfg.prior_weighting:
             error = error / (cfg.sigma_data * torch.tan(theta))
-        if not cfg.adaptive_weighting:
-            return {"scm": error.mean()}
-        w = self.weighting(theta)
-        return {"scm": (w.exp() * error - w).mean()}
+        if cfg.adaptive_weighting:
+            w = self.weighting(theta)
+            error = w.exp() * error - w
+        losses = {"scm": error.mean()}
+        if self.discriminator is not None:  # LADD on the student's one-step samples
+            losses["adversarial"] = self.discriminator.generator_loss(self.one_step_sample(len(x_hat), labels, x_hat), labels)
+        return losses
+
+    def one_step_sample(self, n: int, labels: Tensor | None, like: Tensor) -> Tensor:
+        """The student's one-step sample f(σ_d z, π/2) = -σ_d F_θ (n, ...) from fresh noise z,
+        differentiable when grad is enabled."""
+        theta = torch.full((n,), math.pi / 2, device=like.device)
+        x_hat = self.cfg.sigma_data * torch.randn_like(like[:n])
+        return self.consistency_output(x_hat, theta, trig_velocity(self.student, x_hat, theta, self.cfg.sigma_data, labels))
+
+    def discriminator_loss(self, batch: dict[str, Tensor], labels: Tensor | None) -> Tensor:
+        """LADD's hinge loss of the head: real rows vs the student's one-step samples (no grad
+        to the student)."""
+        x0 = batch["x"]
+        with torch.no_grad():
+            fake = self.one_step_sample(len(x0), labels, x0)
+        return self.discriminator.discriminator_loss(fake, x0, labels, labels)
