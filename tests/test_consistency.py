@@ -138,3 +138,27 @@ def test_stochastic_teacher_step_is_ddim_with_fresh_noise():
     z = torch.randn_like(x)
     c = 0.5 * (8 / 9) ** 0.5
     torch.testing.assert_close(noisy, 0.5 * x0 + (0.25 - c * c) ** 0.5 * eps + c * z)
+
+
+def test_sampler_eta_is_the_students_ddim_noise_strength_and_is_exported(tiny_trained_teacher: Path, tmp_path: Path):
+    teacher = Denoiser(LinearVelocity(-1.0, 0.0))
+    student = Denoiser(LinearVelocity(-1.0, 0.0))
+    cd, mcd = ConsistencyDistillation, MultistepConsistencyDistillation
+    assert (cd(cd.Config(), student, teacher).student_sampler(), cd(cd.Config(), student, teacher).student_eta()) == ("multistep", 0.0)
+    assert mcd(mcd.Config(), student, teacher).student_sampler() == "ddim"
+    controlled = cd(cd.Config(sampler_eta=0.3), student, teacher)
+    assert (controlled.student_sampler(), controlled.student_eta()) == ("ddim", 0.3)
+    config = tmp_path / "cd.yaml"
+    config.write_text(
+        "name: tiny-cd-eta\n"
+        "data: {name: 8gaussians, n: 1024, n_test: 512}\n"
+        f"teacher: {{name: run, path: {tiny_trained_teacher}}}\n"
+        "student: {name: mlp, hidden: 64, depth: 2, init: teacher}\n"
+        "method: {name: cd, intervals: 16, student_steps: 2, sampler_eta: 0.3}\n"
+        "train: {steps: 20, batch_size: 64, progress: false}\n"
+        "eval: {nfe: [2], n_samples: 500, timing_repeats: 0}\n")
+    result = run(load_config(config), tmp_path / "cd-eta")
+    meta = json.loads((result.run_dir / "student" / "distill.json").read_text())
+    assert (meta["sampler"], meta["eta"]) == ("ddim", 0.3)
+    rows = json.loads((result.run_dir / "eval.json").read_text())["rows"]
+    assert any(r["model"] == "student" and r.get("eta") == 0.3 for r in rows), rows

@@ -66,6 +66,44 @@ def test_consistency_distilled_one_step_student_on_checkerboard(root):
     check_on_checkerboard("cd", 1, 32, root)
 
 
+TWO_STEPS = ("method.student_steps=2",)
+NOISE_CONTROL = (*TWO_STEPS, "method.sampler_eta=0.3")  # SCott's noise strength between steps
+
+
+@pytest.mark.gate("cd")
+def test_noise_strength_control_of_the_sampler_beats_fresh_noise_at_two_steps(root):
+    """SCott's noise-strength control: the same cd student (1000 steps at batch 256) sampled
+    in 2 steps with DDIM at eta 0.3 between them scores MMD² 0.00467 (95% 0.0044-0.0049), ≡ 16,
+    against 0.00561 (0.0053-0.0059), ≡ 8, with fresh noise (eta 1, Song et al.'s multistep
+    consistency sampler) and 0.0058 deterministic (eta 0)."""
+    controlled = equivalent_nfe("cd", "8gaussians", root, NOISE_CONTROL)[2]
+    fresh = equivalent_nfe("cd", "8gaussians", root, TWO_STEPS)[2]
+    assert significantly_better(controlled, fresh), (controlled, fresh)
+
+
+@pytest.mark.slow
+def test_noise_strength_control_of_the_sampler_at_another_seed(root):
+    """Seed 1: 0.00466 (0.0044-0.0049) at eta 0.3, 0.00571 (0.0055-0.0060) with fresh noise."""
+    seed = ("train.seed=1",)
+    controlled = equivalent_nfe("cd", "8gaussians", root, (*seed, *NOISE_CONTROL))[2]
+    fresh = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS))[2]
+    assert significantly_better(controlled, fresh), (controlled, fresh)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "SCott's stochastic teacher step (method.stochastic=0.1) does not reliably beat cd's ODE step "
+    "at 2 steps: MMD² 0.00506 vs 0.00561 at seed 0 (intervals just apart), 0.00533 vs 0.00571 at "
+    "seed 1 (overlapping); it costs the 1-step student (0.016 vs 0.0039; eta 0.2: 0.053, 0.5: "
+    "0.42): with a stochastic target the L2 consistency loss learns its mean, the posterior mean "
+    "at 1 step. With sampler_eta 0.6 on top, 0.0101"))
+def test_stochastic_teacher_step_beats_the_ode_step_at_two_steps(root):
+    for seed in (("train.seed=1",), ()):
+        scott = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS, "method.stochastic=0.1"))[2]
+        ode = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS))[2]
+        assert significantly_better(scott, ode), (seed, scott, ode)
+
+
 @pytest.mark.gate("mcd")
 def test_multistep_consistency_two_step_student_matches_the_teacher_at_16(root):
     """Multistep CD (2 segments, 1000 steps at batch 256): 2-step ≡ 16 / 16 / 16 at seeds 0 / 1

@@ -119,6 +119,10 @@ class Method(nn.Module):
         """The sampler the trained student is evaluated and exported with."""
         return "euler"
 
+    def student_eta(self) -> float:
+        """The noise strength eta the student's sampler runs at (DDIM's; 0: deterministic)."""
+        return 0.0
+
     def train_data(self) -> Batch | None:
         """Rows the trainer batches from (a tensor, or named tensors of equal length); None
         means the dataset's training split ({"x": samples, "y": labels when labelled})."""

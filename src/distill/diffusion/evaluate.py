@@ -186,7 +186,8 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
                         scorer: PointScorer | ImageScorer | None = None,
                         cache_context: dict[str, Any] | None = None, cached: tuple[str, ...] = ()
                         ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-    """Rows {model, sampler, steps, nfe, guidance, <metrics>, ms_per_sample} and samples
+    """Rows {model, sampler, steps, nfe, guidance, eta, <metrics>, ms_per_sample} (guidance
+    and eta where not 1 and 0) and samples
     {"data", "<model>/nfe=<nfe>"} (the first cfg.plot_points of each).
 
     Rows of the models named in `cached` (frozen ones: the teacher) are read from, or written
@@ -212,6 +213,8 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
                 row = {"model": label, "sampler": gen.sampler, "steps": steps, "nfe": nfe_of(gen.sampler, steps)}
                 if gen.guidance != 1.0:
                     row["guidance"] = gen.guidance
+                if gen.eta:
+                    row["eta"] = gen.eta
                 row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
                 plot = x[: cfg.plot_points].clone()
                 if key:

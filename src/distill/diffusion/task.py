@@ -144,7 +144,8 @@ def evaluate_diffusion_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     else:
         teacher, _ = cfg.teacher.load()
         models = {"teacher": Generator(teacher, cfg.eval.nfe, sampler, guidance, cfg.eval.eta),
-                  "student": Generator(student, meta["steps"], meta.get("sampler", "euler"))}
+                  "student": Generator(student, meta["steps"], meta.get("sampler", "euler"),
+                                       eta=meta.get("eta", 0.0))}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for gen in models.values():
         gen.denoiser.to(device)
@@ -184,6 +185,7 @@ class DiffusionTask(Task):
         role = "teacher" if method.trains_teacher else "student"
         save_denoiser(run_dir / "student", student, cfg.student, built.data.shape, role=role,
                       steps=method.student_steps(), sampler=method.student_sampler(),
+                      eta=method.student_eta(),
                       method=cfg.method.name, run=cfg.name,
                       teacher_guidance=getattr(cfg.method, "guidance", 1.0))
 

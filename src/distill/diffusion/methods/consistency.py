@@ -34,6 +34,10 @@ class ConsistencyConfig(MethodConfig):
     stochastic: float = Field(0.0, ge=0, le=1, description=(
         "eta of a stochastic (SDE) teacher step instead of the ODE step, as in SCott; 0: ODE"))
     student_steps: int = Field(1, gt=0, description="multistep-sampler steps the student is evaluated at")
+    sampler_eta: float | None = Field(None, ge=0, le=1, description=(
+        "noise strength between the student's sampling steps (SCott's control): DDIM with this eta, "
+        "1 = fresh noise (the multistep consistency sampler), 0 = deterministic jumps; None: the "
+        "method's own sampler (multistep for cd and slam, deterministic DDIM for mcd and tscd)"))
     embedding_loss: EmbeddingLossConfig = Field(default_factory=EmbeddingLossConfig, description=(
         "the supplementary embedding loss on the student's own samples (weight 0: off)"))
 
@@ -77,10 +81,11 @@ class ConsistencyDistillation(Method):
     2023) distance, CFG scale for class-conditional teachers, student initialised from the
     teacher (`student.init: teacher`, as in the paper), and `stochastic: eta`, SCott's
     (Liu et al. 2024) SDE teacher step in place of the ODE step, here a stochastic DDIM step
-    with noise level eta, and the embedding loss on the student's samples (`embedding_loss`,
-    distill.diffusion.embedding_loss). Not implemented: LPIPS (no perceptual network ships offline),
-    SCott's multi-step SDE solver and its adversarial term, iCT's N curriculum and
-    log-normal n sampling.
+    with noise level eta, SCott's noise-strength control of the sampler (`sampler_eta`: DDIM
+    with that eta between the student's steps), and the embedding loss on the student's samples
+    (`embedding_loss`, distill.diffusion.embedding_loss). Not implemented: LPIPS (no perceptual
+    network ships offline), SCott's multi-step SDE teacher solve (one stochastic step here) and
+    its adversarial term, iCT's N curriculum and log-normal n sampling.
     """
 
     Config = ConsistencyConfig
@@ -123,7 +128,7 @@ class ConsistencyDistillation(Method):
         losses = {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
         if self.embedding is not None:  # the student's samples at its fewest evaluated steps
             generated = sample(self.student, torch.randn_like(x0), min(self.student_steps()),
-                               self.student_sampler(), cond=labels)
+                               self.student_sampler(), cond=labels, eta=self.student_eta())
             losses["embedding"] = self.embedding(generated, batch)
         return losses
 
@@ -142,7 +147,14 @@ class ConsistencyDistillation(Method):
         return [self.cfg.student_steps]
 
     def student_sampler(self) -> str:
+        return self.default_sampler() if self.cfg.sampler_eta is None else "ddim"
+
+    def default_sampler(self) -> str:
+        """The sampler without `sampler_eta`: Song et al.'s multistep consistency sampler."""
         return "multistep"
+
+    def student_eta(self) -> float:
+        return self.cfg.sampler_eta or 0.0
 
 
 class MultistepConsistencyConfig(ConsistencyConfig):
@@ -180,7 +192,7 @@ class MultistepConsistencyDistillation(ConsistencyDistillation):
     def student_steps(self) -> list[int]:
         return sorted({1, 2, 4, self.cfg.segments})
 
-    def student_sampler(self) -> str:
+    def default_sampler(self) -> str:
         return "ddim"
 
 
