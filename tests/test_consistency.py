@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,22 @@ def test_sampler_eta_is_the_students_ddim_noise_strength_and_is_exported(tiny_tr
     assert (meta["sampler"], meta["eta"]) == ("ddim", 0.3)
     rows = json.loads((result.run_dir / "eval.json").read_text())["rows"]
     assert any(r["model"] == "student" and r.get("eta") == 0.3 for r in rows), rows
+
+
+def test_trajectory_states_never_read_the_data_and_lie_on_the_teachers_path():
+    """MLCM's states: x_{t_n} is the teacher's ODE from prior noise; for the field v = x the
+    exact solution from x_1 at t = 1 is x_t = x_1 exp(t - 1), which 16 Heun steps meet."""
+    from distill.data.toy2d import TOY_CONFIGS
+    from distill.diffusion.methods.consistency import teacher_trajectory_state
+
+    data = TOY_CONFIGS["8gaussians"](n=64, n_test=16).build()
+    data.train = torch.empty(data.train.shape, device="meta")  # any read of the data fails
+    teacher = Denoiser(LinearVelocity(1.0, 0.0))
+    method = ConsistencyDistillation(ConsistencyDistillation.Config(states="trajectory", prior_samples=32),
+                                     Denoiser(LinearVelocity(1.0, 0.0)), teacher, data=data)
+    rows = method.train_data()
+    assert set(rows) == {"noise"} and rows["noise"].shape == (32, 2)
+    end = torch.full((32,), 0.25)
+    state = teacher_trajectory_state(teacher, rows["noise"], end, 16, None, 1.0)
+    torch.testing.assert_close(state, rows["noise"] * math.exp(0.25 - 1), atol=1e-3, rtol=1e-3)
+    assert method(rows, "student", 0)["consistency"].isfinite()

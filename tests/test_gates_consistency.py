@@ -8,6 +8,8 @@ shortened as in test_gates_toy2d.SHORT (1000 steps at batch 256):
   coarse-target ablation does not. With 4 segments, one model gets significantly better from 1
   to 2 to 4 steps, and at 4 steps matches the teacher at 16 (8gaussians) and 32 (checkerboard).
 
+- `mcd` on MLCM's teacher-trajectory states (data-free): 2-step ≡ 16 as on data, where
+  states off the teacher's paths miss it.
 - `scm` (re-based; the recipes start from a teacher with sCM's gentle time embedding,
   `time_scale: 1`): 1-step ≡ 8 at 600 steps and batch 256; with TBCM's data-free trajectory
   pairs as well, where states reached in 1 teacher step instead of 8 miss it.
@@ -110,6 +112,23 @@ def test_multistep_consistency_two_step_student_matches_the_teacher_at_16(root):
     / 2 (MMD² 0.0045-0.0047; 1 step ≡ 2, 4 steps ≡ 16). Ablation as cd's, the teacher's ODE
     step spanning half the time axis (intervals 2): ≡ 4 (MMD² 0.031)."""
     check_gate_and_ablation("mcd", 2, 16, root)
+
+
+TRAJECTORY_STATES = ("method.states=trajectory",)
+
+
+@pytest.mark.gate("mcd")
+def test_multistep_consistency_on_the_teachers_trajectory_states_needs_no_data(root):
+    """MLCM's training states (`states: trajectory`: x_{t_n} 8 teacher Heun steps along its ODE
+    from prior noise, the dataset never read), 2 segments, 1000 steps at batch 256: 2-step
+    MMD² 0.00459 (95% 0.0043-0.0049), ≡ 16, as good as noised data (0.00447). States reached
+    in 1 teacher step instead (off its paths) score 0.00793, ≡ 8. (cd on trajectory states:
+    1-step 0.00383, ≡ 16, against 0.00389 on data.)"""
+    trajectory = equivalent_nfe("mcd", "8gaussians", root, TRAJECTORY_STATES)[2]
+    data = equivalent_nfe("mcd", "8gaussians", root)[2]
+    off_path = equivalent_nfe("mcd", "8gaussians", root, (*TRAJECTORY_STATES, "method.trajectory_steps=1"))[2]
+    assert matches_at(trajectory) >= 16 > matches_at(off_path), (trajectory, off_path)
+    assert not significantly_better(data, trajectory), (data, trajectory)
 
 
 @pytest.mark.slow

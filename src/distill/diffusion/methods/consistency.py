@@ -16,6 +16,7 @@ from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.embedding_loss import EmbeddingLossConfig, build_embedding_loss
 from distill.diffusion.methods.ode_pairs import regression_loss
 from distill.diffusion.samplers import ddim_step, sample
+from distill.diffusion.teacher_pairs import prior_noise_rows
 from distill.errors import ConfigError
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
@@ -34,6 +35,11 @@ class ConsistencyConfig(MethodConfig):
     stochastic: float = Field(0.0, ge=0, le=1, description=(
         "eta of a stochastic (SDE) teacher step instead of the ODE step, as in SCott; 0: ODE"))
     student_steps: int = Field(1, gt=0, description="multistep-sampler steps the student is evaluated at")
+    states: Literal["data", "trajectory"] = Field("data", description=(
+        "where x_{t_n} comes from: noised training data, or the teacher's own ODE paths from "
+        "prior noise, never reading the dataset (MLCM's teacher-trajectory states)"))
+    trajectory_steps: int = Field(8, gt=0, description="teacher Heun steps from the noise to each t_n (states: trajectory)")
+    prior_samples: int = Field(50000, gt=0, description="noise rows of the trajectory states")
     sampler_eta: float | None = Field(None, ge=0, le=1, description=(
         "noise strength between the student's sampling steps (SCott's control): DDIM with this eta, "
         "1 = fresh noise (the multistep consistency sampler), 0 = deterministic jumps; None: the "
@@ -54,6 +60,19 @@ def ode_step(teacher: Denoiser, x_t: Tensor, t: Tensor, s: Tensor, solver: str,
     v_next = teacher.velocity(x_euler, s.clamp(min=1e-4), labels, guidance)
     x_heun = x_t + dt * 0.5 * (v + v_next)
     return torch.where((s > 0).view_as(dt), x_heun, x_euler)
+
+
+@torch.no_grad()
+def teacher_trajectory_state(teacher: Denoiser, noise: Tensor, end: Tensor, steps: int,
+                             labels: Tensor | None, guidance: float) -> Tensor:
+    """x_end: (B, ...), the teacher's ODE solved from prior noise (B, ...) at t = 1 to each row's
+    time end (B,) in `steps` Heun steps (the data-free states of TBCM and MLCM)."""
+    x, t = teacher.schedule.prior_scale() * noise, torch.ones_like(end)
+    for k in range(1, steps + 1):
+        s = 1 + (end - 1) * k / steps
+        x = ode_step(teacher, x, t, s, "heun", labels, guidance)
+        t = s
+    return x
 
 
 def segment_start(n: Tensor, intervals: int, segments: int) -> Tensor:
@@ -91,7 +110,7 @@ class ConsistencyDistillation(Method):
     Config = ConsistencyConfig
 
     def __init__(self, cfg: ConsistencyConfig, student: Denoiser, teacher: Denoiser,
-                 data: ArrayData | None = None, **_: object) -> None:
+                 data: ArrayData | None = None, seed: int = 0, **_: object) -> None:
         super().__init__()
         if student.conditional != teacher.conditional:
             raise ConfigError("cd needs teacher and student to be both class-conditional or both not")
@@ -100,6 +119,15 @@ class ConsistencyDistillation(Method):
         if cfg.embedding_loss.weight > 0 and data is None:
             raise ConfigError("method.embedding_loss compares the student's samples with data; none was given")
         self.embedding = build_embedding_loss(cfg.embedding_loss, data) if data is not None else None
+        self._rows = None
+        if cfg.states == "trajectory":
+            if data is None:
+                raise ConfigError("method.states: trajectory needs the data's shape; none was given")
+            num_classes = data.num_classes if student.conditional else None
+            self._rows = prior_noise_rows(cfg.prior_samples, data.shape, num_classes, seed)
+
+    def train_data(self) -> dict[str, Tensor] | None:
+        return self._rows
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("student", self.student.parameters())]
@@ -109,12 +137,16 @@ class ConsistencyDistillation(Method):
         return 1
 
     def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
-        cfg, x0, big_n = self.cfg, batch["x"], self.cfg.intervals
+        cfg, big_n = self.cfg, self.cfg.intervals
+        x0 = batch["noise"] if cfg.states == "trajectory" else batch["x"]  # x0: its shape and device
         labels = batch.get("y") if self.student.conditional else None
         n = torch.randint(1, big_n + 1, (len(x0),), device=x0.device)
         start = segment_start(n, big_n, self.segments(step))
         t, s, b = n.float() / big_n, (n - 1).float() / big_n, start.float() / big_n
-        x_t = self.student.schedule.add_noise(x0, torch.randn_like(x0), t)
+        if cfg.states == "trajectory":  # MLCM: a state on the teacher's own path
+            x_t = teacher_trajectory_state(self.teacher, batch["noise"], t, cfg.trajectory_steps, labels, cfg.guidance)
+        else:
+            x_t = self.student.schedule.add_noise(x0, torch.randn_like(x0), t)
         with torch.no_grad():
             if cfg.stochastic > 0:  # SCott: a stochastic (SDE) step instead of the ODE step
                 x_s = ddim_step(self.teacher, x_t, t, s, labels, cfg.guidance, eta=cfg.stochastic)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
 from distill.diffusion.ladd import AdversarialConfig, build_discriminator
-from distill.diffusion.methods.consistency import ode_step
+from distill.diffusion.methods.consistency import teacher_trajectory_state
 from distill.diffusion.schedules import expand_time
 from distill.diffusion.teacher_pairs import prior_noise_rows
 from distill.diffusion.trigflow import check_schedule, from_schedule, schedule_time, trig_velocity
@@ -166,12 +166,7 @@ class ContinuousConsistencyDistillation(Method):
         `trajectory_steps` Heun steps, in the TrigFlow frame (TBCM's trajectory-sampled pairs)."""
         schedule, sigma_data = self.teacher.schedule, self.cfg.sigma_data
         end = schedule_time(schedule, theta, sigma_data)
-        x, t = schedule.prior_scale() * noise, torch.ones_like(end)
-        steps = self.cfg.trajectory_steps
-        for k in range(1, steps + 1):
-            s = 1 + (end - 1) * k / steps
-            x = ode_step(self.teacher, x, t, s, "heun", labels, self.cfg.guidance)
-            t = s
+        x = teacher_trajectory_state(self.teacher, noise, end, self.cfg.trajectory_steps, labels, self.cfg.guidance)
         return from_schedule(schedule, x, end, sigma_data)
 
     def student_tangent(self, x_hat: Tensor, theta: Tensor, dxdt: Tensor,
