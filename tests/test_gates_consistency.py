@@ -31,6 +31,7 @@ from test_gates_toy2d import (
     check_full_teacher,
     check_gate_and_ablation,
     check_on_checkerboard,
+    check_variant_beats,
     equivalent_nfe,
     matches_at,
     significantly_better,
@@ -78,18 +79,13 @@ def test_noise_strength_control_of_the_sampler_beats_fresh_noise_at_two_steps(ro
     in 2 steps with DDIM at eta 0.3 between them scores MMD² 0.00467 (95% 0.0044-0.0049), ≡ 16,
     against 0.00561 (0.0053-0.0059), ≡ 8, with fresh noise (eta 1, Song et al.'s multistep
     consistency sampler) and 0.0058 deterministic (eta 0)."""
-    controlled = equivalent_nfe("cd", "8gaussians", root, NOISE_CONTROL)[2]
-    fresh = equivalent_nfe("cd", "8gaussians", root, TWO_STEPS)[2]
-    assert significantly_better(controlled, fresh), (controlled, fresh)
+    check_variant_beats("cd", 2, NOISE_CONTROL, TWO_STEPS, root)
 
 
 @pytest.mark.slow
 def test_noise_strength_control_of_the_sampler_at_another_seed(root):
     """Seed 1: 0.00466 (0.0044-0.0049) at eta 0.3, 0.00571 (0.0055-0.0060) with fresh noise."""
-    seed = ("train.seed=1",)
-    controlled = equivalent_nfe("cd", "8gaussians", root, (*seed, *NOISE_CONTROL))[2]
-    fresh = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS))[2]
-    assert significantly_better(controlled, fresh), (controlled, fresh)
+    check_variant_beats("cd", 2, NOISE_CONTROL, TWO_STEPS, root, seed=1)
 
 
 @pytest.mark.slow
@@ -100,10 +96,8 @@ def test_noise_strength_control_of_the_sampler_at_another_seed(root):
     "0.42): with a stochastic target the L2 consistency loss learns its mean, the posterior mean "
     "at 1 step. With sampler_eta 0.6 on top, 0.0101"))
 def test_stochastic_teacher_step_beats_the_ode_step_at_two_steps(root):
-    for seed in (("train.seed=1",), ()):
-        scott = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS, "method.stochastic=0.1"))[2]
-        ode = equivalent_nfe("cd", "8gaussians", root, (*seed, *TWO_STEPS))[2]
-        assert significantly_better(scott, ode), (seed, scott, ode)
+    for seed in (1, 0):
+        check_variant_beats("cd", 2, (*TWO_STEPS, "method.stochastic=0.1"), TWO_STEPS, root, seed)
 
 
 @pytest.mark.gate("mcd")
@@ -197,9 +191,7 @@ LADD = ("method.adversarial.weight=0.1", "method.adversarial.lr=1e-3", "method.a
     "the teacher's last or first hidden layer, fakes at the training point or from noise); at "
     "the recipe's length 0.00619 vs 0.00595. The head stays near chance (hinge loss 1.7 of 2)"))
 def test_ladd_improves_the_continuous_time_consistency_one_step_student(root):
-    with_ladd = equivalent_nfe("scm", "8gaussians", root, LADD)[1]
-    plain = equivalent_nfe("scm", "8gaussians", root)[1]
-    assert significantly_better(with_ladd, plain), (with_ladd, plain)
+    check_variant_beats("scm", 1, LADD, (), root)
 
 
 @pytest.mark.slow

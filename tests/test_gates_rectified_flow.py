@@ -27,10 +27,10 @@ from test_gates_toy2d import (
     check_full_teacher,
     check_gate_and_ablation,
     check_on_checkerboard,
+    check_variant_beats,
     equivalent_nfe,
     matches_at,
     resolved_eval,
-    significantly_better,
 )
 
 pytestmark = pytest.mark.gate
@@ -65,17 +65,12 @@ def test_improved_reflow_training_beats_plain_reflow_at_two_steps(root):
     (uniform t, L2) at the gate's settings: 2-step MMD² 0.00145 (95% 0.0012-0.0017) vs 0.00216
     (0.0019-0.0024) at seed 0 (seed 1: 0.00144 vs 0.00212). Either part alone does not do it:
     u-shaped t with L2 (the recipe) 0.00209, uniform t with pseudo-Huber (c = 0.01) 0.00183."""
-    improved = equivalent_nfe("reflow", "8gaussians", root, IMPROVED)[2]
-    plain = equivalent_nfe("reflow", "8gaussians", root, PLAIN)[2]
-    assert significantly_better(improved, plain), (improved, plain)
+    check_variant_beats("reflow", 2, IMPROVED, PLAIN, root)
 
 
 @pytest.mark.slow
 def test_improved_reflow_training_beats_plain_reflow_at_two_steps_at_another_seed(root):
-    seed = ("train.seed=1",)
-    improved = equivalent_nfe("reflow", "8gaussians", root, (*seed, *IMPROVED))[2]
-    plain = equivalent_nfe("reflow", "8gaussians", root, (*seed, *PLAIN))[2]
-    assert significantly_better(improved, plain), (improved, plain)
+    check_variant_beats("reflow", 2, IMPROVED, PLAIN, root, seed=1)
 
 
 @pytest.mark.slow
@@ -84,9 +79,7 @@ def test_improved_reflow_training_beats_plain_reflow_at_two_steps_at_another_see
     "(seeds 0 / 1) vs plain reflow's 0.0074 / 0.0074; with the paper's c = 0.00054 sqrt(d) = "
     "0.00076, 0.0092"))
 def test_improved_reflow_training_beats_plain_reflow_at_one_step(root):
-    improved = equivalent_nfe("reflow", "8gaussians", root, IMPROVED)[1]
-    plain = equivalent_nfe("reflow", "8gaussians", root, PLAIN)[1]
-    assert significantly_better(improved, plain), (improved, plain)
+    check_variant_beats("reflow", 1, IMPROVED, PLAIN, root)
 
 
 @pytest.mark.slow
