@@ -113,3 +113,16 @@ def test_the_methods_add_the_loss_only_when_its_weight_is_set(method_cls):
     with_el = losses(1.0)
     assert "embedding" not in losses(0.0)
     assert with_el["embedding"].requires_grad and with_el["embedding"].item() > 0
+
+
+def test_a_conditional_unet_generator_takes_the_loss_on_images():
+    from distill.models.image import UNetConfig
+    images = torch.rand(32, 1, 8, 8) * 2 - 1
+    data = ArrayData(name="images", train=images, test=images[:8], train_labels=torch.arange(32) % 10,
+                     test_labels=torch.arange(8), num_classes=10)
+    make = UNetConfig(channels=[8, 16], norm_groups=8).make_denoiser
+    method = DMD2(DMD2.Config(embedding_loss={"weight": 1.0, "networks": 3, "width": 8}),
+                  make((1, 8, 8), 10), make((1, 8, 8), 10).requires_grad_(False), data)
+    losses = method({"x": images[:8], "y": data.train_labels[:8]}, "student", 4)
+    losses["embedding"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
