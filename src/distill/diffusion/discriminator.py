@@ -32,7 +32,7 @@ def norm_groups(channels: int, min_per_group: int = 4, max_groups: int = 32) -> 
 
 
 class DiscriminatorHead(nn.Module):
-    """A small classifier on fake-score features -> logits (B,). DMD2 (Sec. 4.3) puts such a
+    """A small classifier on hooked features (a fake score's, a teacher's) -> logits (B,). DMD2 (Sec. 4.3) puts such a
     head on the fake score's bottleneck, and its code convolves the bottleneck maps (strided
     convolutions, GroupNorm, SiLU) before reducing them to a logit; here, for feature maps
     (B, C, H, W): two 3x3 convolutions (GroupNorm, SiLU; the second with stride 2), an average

@@ -160,7 +160,8 @@ class ConsistencyDistillation(Method):
         losses = {"consistency": regression_loss(pred, target, cfg.loss, cfg.huber_c)}
         if self.embedding is not None:  # the student's samples at its fewest evaluated steps
             generated = sample(self.student, torch.randn_like(x0), min(self.student_steps()),
-                               self.student_sampler(), cond=labels, eta=self.student_eta())
+                               self.student_sampler(), cond=labels, eta=self.student_eta(),
+                               seed=step)  # a stochastic sampler's inner noise: fresh each step
             losses["embedding"] = self.embedding(generated, batch)
         return losses
 

@@ -108,9 +108,9 @@ class ContinuousConsistencyDistillation(Method):
     weight 1 / (σ_d tan θ) of SANA-Sprint's and TBCM's code, CFG on the teacher's velocity,
     flow and TrigFlow teachers, trajectory-sampled pairs; sCM's small time-embedding scale
     (Sec. 4.1) as the backbones' `time_scale`, which the toy recipes' teacher and student use.
-    `adversarial` adds SANA-Sprint's LADD term (`distill.diffusion.ladd`): the student's x0 at
-    the training point, re-noised, against real data, judged by a head on the frozen teacher's
-    features. Not implemented: SANA-Sprint's dense time embedding, sCM's
+    `adversarial` adds SANA-Sprint's LADD term (`distill.diffusion.ladd`): the student's
+    one-step samples from fresh noise, re-noised, against real data, judged by a head on the
+    frozen teacher's features. Not implemented: SANA-Sprint's dense time embedding, sCM's
     other architecture changes (adaptive double normalisation, pixel norm), JVP-friendly flash
     attention, and TBCM's sampling-strategy study.
     """
