@@ -90,6 +90,17 @@ def test_noise_strength_control_of_the_sampler_at_another_seed(root):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
+    "the noise strength that helps on 8gaussians does not transfer: on checkerboard (the "
+    "recipe's length) the 2-step student scores MMD² 0.00068 (≡ 32) with fresh noise and 0.0248 "
+    "at eta 0.3 (0.0164 at 0.7, 0.0077 at 0.9): the best eta is the data's, to be tuned per set"))
+def test_noise_strength_control_of_the_sampler_on_checkerboard(root):
+    controlled = equivalent_nfe("cd", "checkerboard", root, NOISE_CONTROL, recipe_length=True)[2]
+    fresh = equivalent_nfe("cd", "checkerboard", root, TWO_STEPS, recipe_length=True)[2]
+    assert significantly_better(controlled, fresh), (controlled, fresh)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
     "SCott's stochastic teacher step (method.stochastic=0.1) does not reliably beat cd's ODE step "
     "at 2 steps: MMD² 0.00506 vs 0.00561 at seed 0 (intervals just apart), 0.00533 vs 0.00571 at "
     "seed 1 (overlapping); it costs the 1-step student (0.016 vs 0.0039; eta 0.2: 0.053, 0.5: "
