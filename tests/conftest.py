@@ -54,13 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
 HEAVY_FILES = (
     "test_gates_toy2d.py",  # ~165 s (8gaussians; ~640 s with its checkerboard twins): trains the toy teacher
     "test_gates_lm.py",  # ~70 s, SmolLM2; no toy teacher, so the second worker starts here
+    "test_gates_consistency.py",  # ~420 s (cd, mcd, scm, tscd, slam and their options)
     "test_gates_digits.py",  # 550 s + meanflow ~500 s, instaflow ~170 s, scm ~140 s; trains the digits teachers (slow)
     "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
     "test_gates_distribution_matching.py",  # ~320 s
     "test_gates_flow_map.py",  # ~260 s
     "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
-    "test_gates_rectified_flow.py",  # ~110 s
-    "test_gates_consistency.py",  # ~95 s
+    "test_gates_rectified_flow.py",  # ~230 s
     "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher
     "test_gates_kd_online.py",
     "test_gates_kd.py",
