@@ -59,6 +59,7 @@ HEAVY_FILES = (
     "test_gates_digits_dmd2.py",  # 174 s on the cached digits teacher (slow)
     "test_gates_distribution_matching.py",  # ~320 s
     "test_gates_flow_map.py",  # ~260 s
+    "test_gates_reward.py",  # ~200 s (dmd-flash: the joint run and its reward-alone branch)
     "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
     "test_gates_rectified_flow.py",  # ~230 s
     "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher

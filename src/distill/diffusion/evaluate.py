@@ -8,6 +8,7 @@ from the same noise (and the same class labels) and is compared with the same re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +185,8 @@ def time_sampler(gen: Generator, noise: Tensor, labels: Tensor | None, steps: in
 
 def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: EvalConfig,
                         scorer: PointScorer | ImageScorer | None = None,
-                        cache_context: dict[str, Any] | None = None, cached: tuple[str, ...] = ()
+                        cache_context: dict[str, Any] | None = None, cached: tuple[str, ...] = (),
+                        extra_metrics: Callable[[Tensor], dict[str, float]] | None = None
                         ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
     """Rows {model, sampler, steps, nfe, guidance, eta, <metrics>, ms_per_sample} (guidance
     and eta where not 1 and 0) and samples
@@ -192,7 +194,8 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
 
     Rows of the models named in `cached` (frozen ones: the teacher) are read from, or written
     to, the evaluation cache (`eval_cache`) under a key made of their weights, sampler, steps
-    and `cache_context` (what else decides the row: data and evaluation settings)."""
+    and `cache_context` (what else decides the row: data and evaluation settings; it must name
+    what `extra_metrics`, a further score of each row's samples such as a reward, depends on)."""
     scorer = scorer or make_scorer(data, cfg)
     noise = fixed_noise(cfg.n_samples, data.shape, cfg.seed)
     labels = eval_labels(cfg.n_samples, data.num_classes)
@@ -216,6 +219,8 @@ def evaluate_generators(models: dict[str, Generator], data: ArrayData, cfg: Eval
                 if gen.eta:
                     row["eta"] = gen.eta
                 row.update(scorer.score(x, labels=labels if gen.denoiser.conditional else None))
+                if extra_metrics is not None:
+                    row.update(extra_metrics(x))
                 plot = x[: cfg.plot_points].clone()
                 if key:
                     store_row(key, row, plot)

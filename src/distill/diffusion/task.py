@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
+from torch import Tensor, nn
 
 from distill.data.base import ArrayData
 from distill.diffusion.denoiser import Denoiser
@@ -29,6 +29,7 @@ from distill.diffusion.export import (
     save_denoiser,
 )
 from distill.diffusion.report import diffusion_sections
+from distill.diffusion.reward import build_reward_model, mean_reward
 from distill.errors import ConfigError, ModelMismatchError
 from distill.export_dir import write_text_atomic
 from distill.models.base import ModelConfig
@@ -154,8 +155,16 @@ def evaluate_diffusion_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     context = {"data": cfg.data.model_dump(mode="json"), "device": device.type, "scorer": scorer.info(),
                "reference": hashlib.sha256(reference).hexdigest(),
                "eval": cfg.eval.model_dump(mode="json", exclude={"nfe", "timing_repeats", "timing_samples"})}
+    extra = None
+    reward_cfg = getattr(cfg.method, "reward", None)
+    if reward_cfg is not None and reward_cfg.enabled:  # reward-tuned students: every row's reward
+        reward_model = build_reward_model(reward_cfg, data).to(device)
+        context["reward"] = reward_cfg.model_dump(mode="json", exclude={"weight", "start"})
+        def extra(x: Tensor) -> dict[str, float]:
+            return {"reward": mean_reward(reward_model, x)}
     rows, samples = evaluate_generators(models, data, cfg.eval, scorer, context,
-                                        cached=("teacher",) if meta["role"] != "teacher" else ())
+                                        cached=("teacher",) if meta["role"] != "teacher" else (),
+                                        extra_metrics=extra)
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
               "family": DiffusionTask.name, "primary_metric": scorer.primary, "metrics": scorer.metrics,
               "n_samples": len(scorer.reference) if data.is_image else

@@ -6,6 +6,7 @@ from distill.diffusion.methods import (  # noqa: F401
     decoupled_dmd,
     disback,
     distribution_matching,
+    flash_dmd,
     flow_map,
     mdt,
     multi_student,

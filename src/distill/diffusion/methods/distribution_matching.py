@@ -184,10 +184,16 @@ class DMD2(Method):
         simulation), each row picks a step k of the K-step grid, its input x_{t_k} is made by
         the generator's own denoise-renoise steps without gradient, and the row's output is
         G(x_{t_k}, t_k), differentiable when grad is enabled."""
+        return self.generate_with_times(n, labels, device)[0]
+
+    def generate_with_times(self, n: int, labels: Tensor | None,
+                            device: torch.device) -> tuple[Tensor, Tensor]:
+        """`generate`'s samples (n, *shape) and each row's input time t_k (n,)."""
         schedule, steps = self.student.schedule, self.cfg.student_steps
         x = schedule.prior_scale() * torch.randn(n, *self.shape, device=device)
         if steps == 1:
-            return self.student.x0(x, torch.ones(n, device=device), labels)
+            ones = torch.ones(n, device=device)
+            return self.student.x0(x, ones, labels), ones
         times = time_grid(steps, device)
         k = torch.randint(0, steps, (n,), device=device)
         with torch.no_grad():
@@ -196,7 +202,7 @@ class DMD2(Method):
                 x0 = self.student.x0(x, t, labels)
                 renoised = schedule.add_noise(x0, torch.randn_like(x0), times[i].expand(n))
                 x = torch.where(expand_time(k >= i, x), renoised, x)
-        return self.student.x0(x, times[k], labels)
+        return self.student.x0(x, times[k], labels), times[k]
 
     def score_times(self, n: int, device: torch.device) -> Tensor:
         return self.cfg.t_min + (self.cfg.t_max - self.cfg.t_min) * torch.rand(n, device=device)
