@@ -60,6 +60,7 @@ HEAVY_FILES = (
     "test_gates_distribution_matching.py",  # ~320 s
     "test_gates_flow_map.py",  # ~260 s
     "test_gates_reward.py",  # ~200 s (dmd-flash: the joint run and its reward-alone branch)
+    "test_gates_pso.py",  # ~150 s: trains the 2-step DMD2 student it tunes
     "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
     "test_gates_rectified_flow.py",  # ~230 s
     "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher

@@ -66,6 +66,7 @@ def test_the_reward_term_starts_at_its_step_and_rl_alone_drops_the_distillation_
     assert "reward" not in method(batch, "student", 9)
     joint = method(batch, "student", 10)
     assert {"reward", "distribution_matching", "gan"} <= set(joint) and joint["reward"].requires_grad
+    assert not any("reward" in k for k in method.checkpoint_state())  # rebuilt, never saved
     alone = flash(reward={"weight": 0.5, "start": 10, "train_steps": 100}, distill_during_rl=False)
     assert set(alone(batch, "student", 10)) == {"reward"}
     assert set(alone(batch, "student", 9)) == {"distribution_matching", "gan"}

@@ -73,6 +73,7 @@ TWO_STEPS = ("method.student_steps=2",)
 NOISE_CONTROL = (*TWO_STEPS, "method.sampler_eta=0.3")  # SCott's noise strength between steps
 
 
+@pytest.mark.slow  # an option's gate (cd keeps its fast gate): slow to hold make test's time
 @pytest.mark.gate("cd")
 def test_noise_strength_control_of_the_sampler_beats_fresh_noise_at_two_steps(root):
     """SCott's noise-strength control: the same cd student (1000 steps at batch 256) sampled
@@ -122,6 +123,7 @@ def test_multistep_consistency_two_step_student_matches_the_teacher_at_16(root):
 TRAJECTORY_STATES = ("method.states=trajectory",)
 
 
+@pytest.mark.slow  # an option's gate (mcd keeps its fast gates): slow to hold make test's time
 @pytest.mark.gate("mcd")
 def test_multistep_consistency_on_the_teachers_trajectory_states_needs_no_data(root):
     """MLCM's training states (`states: trajectory`: x_{t_n} 8 teacher Heun steps along its ODE

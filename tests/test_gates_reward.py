@@ -28,6 +28,7 @@ pytestmark = pytest.mark.gate
 SHORT = ["train.batch_size=256", "train.checkpoint_every=1500", "method.reward.start=1500",
          "train.steps=3000", "train.progress=false", "eval.nfe=[4]", "eval.timing_repeats=0"]
 RL_ALONE = ("method.distill_during_rl=false",)
+NO_REWARD = ("method.reward.weight=0",)  # distillation alone after reward.start
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def root(tmp_path_factory) -> str:
 def scores(student, steps: int, scorer, reward) -> dict:
     """MMD² with its 95% interval and the mean reward with its 95% interval, over 40,000
     samples of the student's 4-step sampler from the evaluation's fixed noise."""
-    x = sample(student, fixed_noise(40000, (2,), 0), steps, "multistep")
+    x = sample(student, fixed_noise(40000, (2,), 0), steps, "multistep", seed=1)  # inner noise: not the start noise
     r = reward(x)
     half = 1.96 * (r.std() / len(r) ** 0.5).item()
     values = scorer.score(x)
@@ -74,29 +75,42 @@ def reward_run(dataset: str, root: str, seed: int, variant: tuple[str, ...] = ()
     return out
 
 
-def check_joint_beats_rl_alone(dataset: str, root: str, seed: int) -> None:
-    joint, alone = reward_run(dataset, root, seed), reward_run(dataset, root, seed, RL_ALONE)
-    start, final = joint["start"], joint["final"]
-    # the joint scheme raises the reward, significantly ...
-    assert final["reward_ci"][0] > start["reward_ci"][1] + 0.1
-    # ... without MMD² degrading beyond 1.2x the starting student's
-    assert final["mmd"] <= 1.2 * start["mmd"]
-    # reward alone hacks: MMD² significantly worse than the joint scheme's, by >= 1.5x
-    assert alone["final"]["mmd_ci"][0] > final["mmd_ci"][1]
-    assert alone["final"]["mmd"] >= 1.5 * final["mmd"]
+def check_reward_rises_and_reward_alone_hacks(dataset: str, root: str, seed: int) -> None:
+    """The joint run's reward is significantly above the student it starts from; reward alone
+    after the switch ends significantly worse in MMD² than the joint run, by >= 1.5x."""
+    joint, alone = reward_run(dataset, root, seed), reward_run(dataset, root, seed, RL_ALONE)["final"]
+    assert joint["final"]["reward_ci"][0] > joint["start"]["reward_ci"][1]
+    assert alone["mmd_ci"][0] > joint["final"]["mmd_ci"][1]
+    assert alone["mmd"] >= 1.5 * joint["final"]["mmd"]
+
+
+def check_reward_rises_within_the_mmd_budget(dataset: str, root: str, seed: int) -> None:
+    """Against distillation alone at as many steps: a significantly higher reward, at most
+    1.2x its MMD²."""
+    joint, plain = reward_run(dataset, root, seed)["final"], reward_run(dataset, root, seed, NO_REWARD)["final"]
+    assert joint["reward_ci"][0] > plain["reward_ci"][1]
+    assert joint["mmd"] <= 1.2 * plain["mmd"]
 
 
 @pytest.mark.gate("dmd-flash")
 def test_flash_dmd_raises_the_reward_where_reward_alone_hacks_it(root):
-    """Batch 256, seed 0: the starting student (step 1500) scores MMD² 0.0136 and reward
-    1.105; after 1500 joint steps 0.0146 (1.07x) and 1.929; reward alone 0.0271 (1.86x the
-    joint scheme's) and 2.074. (At the recipe's batch 512, the joint scheme 0.0214 and reward
-    alone 0.0296, 1.38x; weight 0.003 at batch 256: 0.0175 and 0.0222.)"""
-    check_joint_beats_rl_alone("8gaussians", root, seed=0)
+    """Batch 256, seed 0: the starting student (step 1500) scores MMD² 0.0124 and reward 1.111;
+    after 1500 more steps the joint run 0.0095 and 1.494, reward alone 0.0214 (2.25x the joint
+    run's) and 1.802."""
+    check_reward_rises_and_reward_alone_hacks("8gaussians", root, seed=0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset,seed", [("8gaussians", 1), ("checkerboard", 0)])
-def test_flash_dmd_reward_gate_at_another_seed_and_on_checkerboard(root, dataset, seed):
-    """The same gate at seed 1, and on checkerboard, where the recipe was not tuned."""
-    check_joint_beats_rl_alone(dataset, root, seed)
+def test_flash_dmd_against_reward_alone_at_another_seed_and_on_checkerboard(root, dataset, seed):
+    """Seed 1: start 0.0073 / 1.050, joint 0.0100 / 1.535, reward alone 0.0373 (3.7x) / 1.835.
+    Checkerboard: start 0.0170 / 0.331, joint 0.0191 / 0.371, reward alone 0.0501 (2.6x) / 0.674."""
+    check_reward_rises_and_reward_alone_hacks(dataset, root, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,seed", [("8gaussians", 0), ("8gaussians", 1), ("checkerboard", 0)])
+def test_flash_dmd_reward_within_the_mmd_budget(root, dataset, seed):
+    """Distillation alone from step 1500 (MMD² / reward): seed 0 0.0101 / 1.260 (the joint run
+    0.94x its MMD²), seed 1 0.0094 / 1.356 (1.06x); checkerboard 0.0745 / 0.215 (0.26x)."""
+    check_reward_rises_within_the_mmd_budget(dataset, root, seed)

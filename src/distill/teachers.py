@@ -108,6 +108,9 @@ class RecipeTeacher(TeacherSource):
     name: Literal["recipe"] = "recipe"
     config: Path = Field(description="a teacher-training config (method.name: teacher or supervised)")
     overrides: list[str] = Field(default_factory=list)
+    student: bool = Field(False, description=(
+        "the recipe distils a student, and its exported student is the model wanted (methods "
+        "that fine-tune a distilled student, pso); false: the recipe must train a teacher"))
 
     def run_dir(self) -> Path:
         """The cache directory this recipe trains into: named by its config hash."""
@@ -125,10 +128,11 @@ class RecipeTeacher(TeacherSource):
 
         path = self.config
         cfg = load_config(path, self.overrides)
-        if not METHODS.get(cfg.method.name).trains_teacher:
+        if not self.student and not METHODS.get(cfg.method.name).trains_teacher:
             teachers = ", ".join(e.name for e in METHODS if e.obj.trains_teacher)
             raise ConfigError(f"teacher.config: {path} trains method {cfg.method.name!r}, not a "
-                              f"teacher (a teacher recipe's method.name is one of: {teachers})")
+                              f"teacher (a teacher recipe's method.name is one of: {teachers}); "
+                              "set teacher.student: true to start from the student it distils")
         run_dir = self.run_dir()
         if not (run_dir / "student" / META_FILE).exists():
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:

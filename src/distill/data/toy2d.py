@@ -124,6 +124,9 @@ class ToyConfig(LabelledDatasetConfig):
         "8gaussians only: label each point by its mode (8 classes; class_groups merges them, "
         "e.g. [[0,1,2,3],[4,5,6,7]]: 2 classes that are mixtures), for class-conditional "
         "teachers and students (CFG, dmd-decoupled, multi-student)"))
+    rotate: float = Field(0.0, description=(
+        "rotate every point (and the 8gaussians modes) by this many degrees about the origin: a "
+        "shifted target distribution for fine-tuning a student made on the unrotated one (pso)"))
 
     @model_validator(mode="after")
     def _labels(self) -> ToyConfig:
@@ -135,6 +138,17 @@ class ToyConfig(LabelledDatasetConfig):
         return self
 
     def build(self) -> ArrayData:
+        data = self._build()
+        if not self.rotate:
+            return data
+        angle = math.radians(self.rotate)
+        turn = torch.tensor([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+        data.train, data.test = data.train @ turn, data.test @ turn  # rows x -> R x
+        if data.modes is not None:
+            data.modes = data.modes @ turn
+        return data
+
+    def _build(self) -> ArrayData:
         sampler, _ = SAMPLERS[self.name]
         if self.name != "8gaussians":
             train = sampler(self.n, torch.Generator().manual_seed(self.seed))

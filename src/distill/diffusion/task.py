@@ -128,7 +128,7 @@ def build_diffusion(cfg: Any) -> Built:
                               f"{cfg.data.name!r} has none (set {key} to 1 or use labelled data)")
     student = build_student(cfg, data, teacher, meta)
     method = method_cls(cfg.method, student=student, teacher=teacher, data=data,
-                        seed=cfg.train.seed, total_steps=cfg.train.steps)
+                        seed=cfg.train.seed, total_steps=cfg.train.steps, teacher_meta=meta)
     return Built(data, teacher, meta, method)
 
 

@@ -13,6 +13,7 @@ from distill.diffusion.methods import (  # noqa: F401
     ode_pairs,
     phased_dmd,
     progressive,
+    pso,
     rectified_flow,
     scm,
     slam,

@@ -18,7 +18,7 @@ from distill.diffusion.methods.distribution_matching import (
     DMD2Config,
     distribution_matching_loss,
 )
-from distill.diffusion.reward import RewardConfig, build_reward_model
+from distill.diffusion.reward import RealismReward, RewardConfig, build_reward_model
 from distill.registry import METHODS
 
 
@@ -79,7 +79,12 @@ class FlashDMD(DMD2):
     def __init__(self, cfg: FlashDMDConfig, student: Denoiser, teacher: Denoiser, data: ArrayData,
                  seed: int = 0, total_steps: int | None = None, **kw: object) -> None:
         super().__init__(cfg, student, teacher, data, seed=seed, total_steps=total_steps, **kw)
-        self.reward_model = build_reward_model(cfg.reward, data) if cfg.reward.enabled else None
+        # kept out of the module tree: a frozen model rebuilt from the config, never checkpointed
+        self._reward = [build_reward_model(cfg.reward, data)] if cfg.reward.enabled else []
+
+    @property
+    def reward_model(self) -> RealismReward | None:
+        return self._reward[0] if self._reward else None
 
     def forward(self, batch: dict[str, Tensor], group: str, step: int) -> dict[str, Tensor]:
         if group == "fake_score":

@@ -1,0 +1,55 @@
+"""Gates: `pso` fine-tunes a timestep-distilled DMD2 student of 8gaussians onto the mixture
+rotated by 22.5 degrees (configs/toy2d/pso-8gaussians.yaml) and keeps it few-step, where plain
+diffusion fine-tuning on the same data (`method.objective=diffusion`) does not. Scored on the
+resolved metric (MMD² over 40,000 samples with 95% intervals) against the rotated target; the
+starting student is the same run with no update (`train.steps=1`, `train.lr=1e-9`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_gates_toy2d import resolved_rows
+
+pytestmark = pytest.mark.gate
+
+START = ("train.steps=1", "train.lr=1e-9", "train.checkpoint_every=1")
+DIFFUSION = ("method.objective=diffusion",)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("pso-gate-runs"))
+
+
+def student_row(root: str, variant: tuple[str, ...]) -> dict:
+    rows = resolved_rows("pso", "8gaussians", root, variant)
+    (row,) = [r for key, r in rows.items() if key[0] == "student"]
+    print(variant, round(row["mmd"], 5), [round(c, 5) for c in row["mmd_ci"]])
+    return row
+
+
+def check_pso_adapts_and_stays_few_step(root: str, base: tuple[str, ...] = ()) -> None:
+    pso, start = student_row(root, base), student_row(root, (*base, *START))
+    plain = student_row(root, (*base, *DIFFUSION))
+    # it moves to the new data: significantly closer than the student it starts from, by >= 1/4
+    assert pso["mmd_ci"][1] < start["mmd_ci"][0] and pso["mmd"] <= 0.75 * start["mmd"]
+    # and stays few-step: significantly better than diffusion fine-tuning at as many steps, by >= 2x
+    assert pso["mmd_ci"][1] < plain["mmd_ci"][0] and pso["mmd"] <= 0.5 * plain["mmd"]
+
+
+@pytest.mark.gate("pso")
+def test_pso_moves_a_two_step_student_to_new_data_and_keeps_it_two_step(root):
+    """Seed 0, 2000 steps at batch 256: PSO's 2-step MMD² to the rotated target 0.0209 (95%
+    0.0205-0.0212), the starting student's 0.0417, diffusion fine-tuning's 0.1163 (its 2 steps
+    no longer make a sample: it is a many-step model again). Tuned here: beta 0.1 (0.3: 0.0298,
+    1: 0.0361; with the error measured on x0 instead of in the model's velocity space, beta 0.1
+    diverged at 2 steps, MMD² 0.342, and beta 0.3 at 4 steps, 0.122)."""
+    check_pso_adapts_and_stays_few_step(root)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [("train.seed=1",), ("teacher.overrides=[method.student_steps=4]",)],
+                         ids=["seed1", "four-step"])
+def test_pso_gate_at_another_seed_and_on_a_four_step_student(root, variant):
+    """SLOW_DOC"""
+    check_pso_adapts_and_stays_few_step(root, variant)
