@@ -29,14 +29,10 @@ from distill.data.base import ArrayData
 _TRAINED: dict[str, nn.Module] = {}  # (config, data) hash -> trained model, one per process
 
 
-class RewardConfig(BaseModel):
-    """The reward term of a reward-tuned method: weight, when it starts, and its model."""
+class RealismRewardConfig(BaseModel):
+    """The realism reward model's settings (how it is trained)."""
 
     model_config = ConfigDict(extra="forbid")
-    weight: float = Field(0.0, ge=0, description="weight of -reward in the generator's loss (0: off)")
-    start: int = Field(0, ge=0, description=(
-        "trainer step at which the reward term switches on (before it: distillation alone, "
-        "Flash-DMD's first stage)"))
     noise: float = Field(0.5, gt=0, description=(
         "the realism model's negatives are training points plus Gaussian noise of this many data "
         "standard deviations"))
@@ -44,6 +40,15 @@ class RewardConfig(BaseModel):
     depth: int = Field(3, ge=1, description="hidden layers of the realism model's MLP")
     train_steps: int = Field(1500, gt=0, description="Adam steps training the realism model")
     seed: int = Field(0, description="seed of the realism model's initialisation and batches")
+
+
+class RewardConfig(RealismRewardConfig):
+    """The reward term of a reward-tuned method: weight, when it starts, and its model."""
+
+    weight: float = Field(0.0, ge=0, description="weight of -reward in the generator's loss (0: off)")
+    start: int = Field(0, ge=0, description=(
+        "trainer step at which the reward term switches on (before it: distillation alone, "
+        "Flash-DMD's first stage)"))
 
     @property
     def enabled(self) -> bool:
@@ -67,13 +72,13 @@ class RealismReward(nn.Module):
         return self.net(x.flatten(1) / self.scale).squeeze(1)
 
 
-def _key(cfg: RewardConfig, data: ArrayData) -> str:
+def _key(cfg: RealismRewardConfig, data: ArrayData) -> str:
     digest = hashlib.sha256(data.train.contiguous().numpy().tobytes()).hexdigest()
-    settings = cfg.model_dump(exclude={"weight", "start"})
+    settings = cfg.model_dump(include=set(RealismRewardConfig.model_fields))
     return hashlib.sha256(json.dumps([settings, digest], sort_keys=True).encode()).hexdigest()
 
 
-def build_reward_model(cfg: RewardConfig, data: ArrayData) -> RealismReward:
+def build_reward_model(cfg: RealismRewardConfig, data: ArrayData) -> RealismReward:
     """The realism reward of `data`'s training split (trained once per process and config),
     frozen, in eval mode, on the CPU."""
     key = _key(cfg, data)

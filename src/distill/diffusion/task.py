@@ -29,7 +29,7 @@ from distill.diffusion.export import (
     save_denoiser,
 )
 from distill.diffusion.report import diffusion_sections
-from distill.diffusion.reward import build_reward_model, mean_reward
+from distill.diffusion.reward import RealismRewardConfig, build_reward_model, mean_reward
 from distill.errors import ConfigError, ModelMismatchError
 from distill.export_dir import write_text_atomic
 from distill.models.base import ModelConfig
@@ -159,7 +159,7 @@ def evaluate_diffusion_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
     reward_cfg = getattr(cfg.method, "reward", None)
     if reward_cfg is not None and reward_cfg.enabled:  # reward-tuned students: every row's reward
         reward_model = build_reward_model(reward_cfg, data).to(device)
-        context["reward"] = reward_cfg.model_dump(mode="json", exclude={"weight", "start"})
+        context["reward"] = reward_cfg.model_dump(mode="json", include=set(RealismRewardConfig.model_fields))
         def extra(x: Tensor) -> dict[str, float]:
             return {"reward": mean_reward(reward_model, x)}
     rows, samples = evaluate_generators(models, data, cfg.eval, scorer, context,
