@@ -201,6 +201,31 @@ def test_stochastic_samplers_are_reproducible():
         assert not torch.equal(a, sample(denoiser, noise, 4, sampler, seed=6, **kwargs))
 
 
+class EchoX0(torch.nn.Module):
+    """Predicts x0 = x_t: a multistep sample then shows the noise each step injected."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # places the denoiser on a device
+
+    def forward(self, x, t, cond=None):
+        return x
+
+
+def test_evaluation_never_reinjects_the_start_noise():
+    """Two multistep steps on a flow schedule give 0.5 * start + 0.5 * z, z the inner noise:
+    in every evaluation chunk z must be independent of the start noise (seeded apart)."""
+    from distill.diffusion.evaluate import Generator, generate
+
+    noise = fixed_noise(5000, (2,), seed=0)  # the evaluation's start noise: seed 0
+    gen = Generator(Denoiser(EchoX0(), make_schedule("flow"), "x0"), [2], "multistep")
+    z = 2 * generate(gen, noise, None, 2) - noise
+    for start in (0, 2048, 4096):
+        a, b = z[start : start + 2048].flatten(), noise[start : start + 2048].flatten()
+        assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.05
+        assert 0.9 < a.std() < 1.1
+
+
 def test_fixed_noise_is_reproducible_and_independent_of_global_rng():
     torch.manual_seed(0)
     a = fixed_noise(5, (2,), seed=3)

@@ -25,7 +25,7 @@ from torch import Tensor
 from distill.cache import cache_root
 
 # Bump when a metric's definition or the sampling code changes what a row holds.
-ROW_FORMAT = 4  # 4: images against held-out images, with KID; 3: MMD² and energy as block estimates with intervals; 2: toy class accuracy by nearest mode
+ROW_FORMAT = 5  # 5: stochastic samplers' inner noise seeded apart from the start noise; 4: images against held-out images, with KID; 3: MMD² and energy as block estimates with intervals; 2: toy class accuracy by nearest mode
 
 
 def row_key(denoiser: torch.nn.Module, settings: dict[str, Any]) -> str:

@@ -158,6 +158,13 @@ def eval_labels(n: int, num_classes: int | None) -> Tensor | None:
     return None if not num_classes else torch.arange(n) % num_classes
 
 
+# Stochastic samplers (multistep consistency, DDIM with eta) draw their inner noise from
+# seed INNER_NOISE_SEED + chunk start: far from the evaluation's start-noise seeds (small
+# integers), so no chunk re-injects its own start noise. (torch's CPU generator keeps a
+# seed's low 32 bits: 1 << 32 would be seed 0 again.)
+INNER_NOISE_SEED = 1 << 31
+
+
 @torch.inference_mode()
 def generate(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
              chunk: int = 2048) -> Tensor:
@@ -170,7 +177,7 @@ def generate(gen: Generator, noise: Tensor, labels: Tensor | None, steps: int,
         c = None if cond is None else cond[start : start + chunk].to(device)
         parts.append(sample(gen.denoiser, noise[start : start + chunk].to(device), steps,
                             gen.sampler, cond=c, guidance=gen.guidance, eta=gen.eta,
-                            seed=start).cpu())  # stochastic samplers: fresh noise per chunk
+                            seed=INNER_NOISE_SEED + start).cpu())
     return torch.cat(parts)
 
 
