@@ -64,6 +64,7 @@ HEAVY_FILES = (
     "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
     "test_gates_rectified_flow.py",  # ~230 s
     "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher
+    "test_gates_render.py",  # ~60 s: trains the MLP digits teacher and the feature classifier
     "test_gates_kd_online.py",
     "test_gates_kd.py",
     "test_gates_lm_synthetic.py",

@@ -93,6 +93,7 @@ BUILTIN_MODULES = (
     "distill.diffusion.register",
     "distill.kd.register",
     "distill.lm.register",
+    "distill.render.register",
 )
 PLUGIN_GROUP = "distill.plugins"  # entry points of other packages: modules to import likewise
 # A family's own command group (`distill lm ...`) as "module:attribute" of a typer app, imported
