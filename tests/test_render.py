@@ -82,3 +82,14 @@ def test_renderer_export_round_trips_and_refuses_an_edited_prompt_count(tmp_path
     path.write_text(path.read_text().replace('"prompts": 20', '"prompts": 30'))
     with pytest.raises(CheckpointError, match="prompts"):
         load_renderer(tmp_path / "student")
+
+
+def test_spread_is_zero_for_identical_renders_of_a_class_and_grows_with_their_distance():
+    from distill.render.task import within_class_spread
+
+    labels = torch.tensor([0, 1, 0, 1])
+    same = torch.zeros(4, 1, 2, 2)
+    assert within_class_spread(same, labels) == 0
+    apart = same.clone()
+    apart[2] += 1.0  # class 0's two renders differ by 1 on 4 pixels: distance 2
+    assert within_class_spread(apart, labels) == pytest.approx(1.0)  # mean of class 0 (2) and class 1 (0)

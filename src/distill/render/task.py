@@ -5,7 +5,8 @@ The student is not a network but a scene: renderer parameters per prompted class
 teacher recipe, or a user's). The run exports the parameters and a PNG of the renders, and
 evaluates the renders beside the renderer's initial state and the teacher's own samples for
 the same classes: class accuracy of the digits feature classifier (the primary metric: does
-the render show the prompted class?), KID and FID against the held-out images.
+the render show the prompted class?), KID, FID, precision and recall against the held-out
+images, and `spread`, the pixel distance between renders of one class (their diversity).
 
     student/
       distill.json            format, renderer config, image shape, classes, prompts, method
@@ -100,9 +101,22 @@ def load_renderer(directory: Path) -> tuple[GaussianSplats, dict[str, Any]]:
     return renderer, meta
 
 
+def within_class_spread(x: Tensor, labels: Tensor) -> float:
+    """Diversity of renders of one prompt: the mean pixel L2 distance between two renders of the
+    same class, averaged over classes (0: every class rendered alike). x: (P, C, H, W)."""
+    spreads = []
+    for label in labels.unique():
+        group = x[labels == label].flatten(1)
+        if len(group) > 1:
+            d = torch.cdist(group, group)
+            spreads.append(d.sum() / (len(group) * (len(group) - 1)))
+    return float(torch.stack(spreads).mean()) if spreads else float("nan")
+
+
 def score_row(model: str, x: Tensor, labels: Tensor, scorer: ImageScorer, **extra: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, **extra}
     row.update(scorer.score(x, labels=labels))
+    row["spread"] = within_class_spread(x, labels)
     return row
 
 
@@ -128,7 +142,7 @@ def evaluate_render_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
         samples[f"teacher/nfe={steps}"] = x
     result = {"run": cfg.name, "method": cfg.method.name, "dataset": cfg.data.name,
               "family": RenderTask.name, "primary_metric": "class_accuracy",
-              "metrics": ["class_accuracy", *scorer.metrics[:-1]], "n_samples": len(labels),
+              "metrics": ["class_accuracy", *scorer.metrics[:-1], "spread"], "n_samples": len(labels),
               "rows": rows, **scorer.info()}
     write_text_atomic(run_dir / "eval.json", json.dumps(result, indent=2))
     save_file({k: v.contiguous() for k, v in samples.items()}, run_dir / "samples.safetensors")
@@ -137,13 +151,15 @@ def evaluate_render_run(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:
 
 
 def render_table(eval_data: dict) -> list[list[str]]:
-    """Rows as strings: model, teacher steps, class accuracy, KID, FID, the renders first."""
-    header = ["model", "steps", "class accuracy", "KID", "FID"]
+    """Rows as strings: model, teacher steps, class accuracy, KID, FID, recall and spread (the
+    diversity among one class's renders), the renders first."""
+    header = ["model", "steps", "class accuracy", "KID", "FID", "recall", "spread"]
     order = {"renders": 0, "initial": 1, "teacher": 2}
     rows = sorted(eval_data.get("rows") or [], key=lambda r: (order.get(r.get("model"), 3), r.get("steps", 0)))
     return [header] + [[str(r.get("model", MISSING)), str(r.get("steps", "—")),
                         percent(r.get("class_accuracy")), format_metric(r.get("kid")),
-                        format_metric(r.get("fid"))] for r in rows]
+                        format_metric(r.get("fid")), format_metric(r.get("recall")),
+                        format_metric(r.get("spread"))] for r in rows]
 
 
 def render_sentences(eval_data: dict) -> list[str]:
