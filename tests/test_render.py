@@ -8,7 +8,6 @@ import torch
 
 from distill.diffusion.denoiser import Denoiser
 from distill.errors import CheckpointError
-from distill.models.mlp import TimeMLP
 from distill.render.methods.sds import SDS, distillation_surrogate
 from distill.render.splats import GaussianSplatsConfig
 from distill.render.task import load_renderer, save_renderer

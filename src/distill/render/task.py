@@ -29,7 +29,13 @@ from distill.diffusion.evaluate import Generator, ImageScorer, generate, make_sc
 from distill.diffusion.samplers import fixed_noise
 from distill.diffusion.task import check_teacher
 from distill.errors import CheckpointError, ConfigError, DataError, ModelMismatchError
-from distill.export_dir import META_FILE, load_weights_into, read_meta_json, staged_directory, write_text_atomic
+from distill.export_dir import (
+    META_FILE,
+    load_weights_into,
+    read_meta_json,
+    staged_directory,
+    write_text_atomic,
+)
 from distill.registry import METHODS, MODELS, TASKS
 from distill.render.splats import GaussianSplats, GaussianSplatsConfig
 from distill.report.compare import MISSING, format_metric, percent
