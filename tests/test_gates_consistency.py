@@ -144,6 +144,7 @@ def test_multistep_consistency_two_step_student_on_checkerboard(root):
     check_on_checkerboard("mcd", 2, 32, root)
 
 
+@pytest.mark.slow  # mcd's fast gate is its 2-step student at 16 (above)
 @pytest.mark.gate("mcd")
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_one_multistep_model_gets_better_from_one_to_two_to_four_steps(dataset, root):
@@ -172,6 +173,7 @@ def test_continuous_time_consistency_one_step_student_matches_the_teacher_at_8(r
 TRAJECTORY_PAIRS = ("method.pairs=trajectory",)
 
 
+@pytest.mark.slow  # two more runs; scm's fast gate is its one-step student at 8 (above)
 @pytest.mark.gate("scm")
 def test_trajectory_pairs_need_no_data_and_must_lie_on_the_teachers_paths(root):
     """TBCM's data-free pairs (`pairs: trajectory`: states 8 teacher Heun steps along its own

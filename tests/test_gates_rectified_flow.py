@@ -59,6 +59,7 @@ IMPROVED = ("method.loss=pseudo-huber",)  # with the recipe's u-shaped t: Lee et
 PLAIN = ("method.time_sampling.kind=uniform",)  # Liu et al.'s reflow: uniform t, L2
 
 
+@pytest.mark.slow  # two more runs; reflow's fast gate is its 2-step student at 16 (above)
 @pytest.mark.gate("reflow")
 def test_improved_reflow_training_beats_plain_reflow_at_two_steps(root):
     """Lee et al. 2024's training (u-shaped t and pseudo-Huber, c = 0.03) against plain reflow
