@@ -162,3 +162,10 @@ def test_bench_run_reads_back_only_runs_of_the_same_config_and_code(tmp_path, mo
     common.bench_run(cfg, tmp_path / "run")
     assert common.REUSED == [] and (tmp_path / f"run.code-{made_by}" / "eval.json").is_file()
     assert (tmp_path / "run" / "bench-code").read_text() == "newer"
+
+
+def test_every_render_benchmark_recipe_validates_with_its_overrides():
+    bench = importlib.import_module("render")
+    for _, recipe, overrides, _ in bench.RECIPES:
+        cfg = load_config(REPO / "configs" / "digits" / f"{recipe}.yaml", overrides)
+        assert cfg.student.name == "gaussian-splats", recipe
