@@ -28,7 +28,7 @@ RECIPES = (
     ("sds without guidance (guidance 1)", "sds-digits", ["method.guidance=1"], False),
     ("**vsd-render** (guidance 7.5, fake score from the teacher)", "vsd-render-digits", [], True),
 )
-METRICS = (("class_accuracy", 100.0, 0, "class accuracy %"), ("kid", 1000.0, 1, "KID × 1000"),
+METRICS = (("class_accuracy", 100.0, 0, "class accuracy %"), ("kid", 1.0, 1, "KID"),
            ("fid", 1.0, 1, "FID"), ("recall", 1.0, 3, "recall"), ("spread", 1.0, 3, "spread"))
 
 

@@ -2,7 +2,7 @@
 (12 splats, 4 renders per class) through the class-conditional digits teacher
 (configs/digits/sds-digits.yaml, the MLP teacher recipe). Scored on the 40 renders: the digits
 feature classifier's reading of the prompted class, and KID in its features against the
-held-out images (×1000, with its 95% jackknife interval); for `vsd-render` (ProlificDreamer),
+held-out images (with its 95% jackknife interval); for `vsd-render` (ProlificDreamer),
 the diversity of one class's renders: recall, and `spread` (their mean pixel distance)."""
 
 from __future__ import annotations
