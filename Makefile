@@ -39,13 +39,14 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST)
 
-# Rerun the step-distillation (toy), digits and fake-score-memory tables of BENCHMARKS.md
+# Rerun the step-distillation (toy), digits, fake-score-memory and render tables of BENCHMARKS.md
 # (installs the bench extras); bench/kd.py and the bench/lm_*.py scripts run separately.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/step_distillation.py
 	$(BIN)/python bench/digits.py
 	$(BIN)/python bench/fake_score_memory.py
+	$(BIN)/python bench/render.py
 
 # ruff over src, tests and bench.
 lint: $(STAMP)
