@@ -66,13 +66,13 @@ class PointScorer:
         self.reference = data.test[: cfg.n_samples]
         self.metrics = list(POINT_METRICS) + (["mode_coverage"] if data.modes is not None else []) \
             + (["class_accuracy"] if data.modes is not None and data.num_classes else [])
-        self._self_terms: dict = {}  # the reference blocks' within-set terms, the same for every row
+        self._self_terms: dict = {}  # the reference's within-set terms and sorted projections, the same for every row
 
     def score(self, x: Tensor, reference: Tensor | None = None, labels: Tensor | None = None) -> dict[str, float]:
         ref = (self.reference if reference is None else reference).flatten(1)
         x = x.flatten(1)
-        values: dict[str, Any] = {"swd": sliced_wasserstein(x, ref)}
         cache = self._self_terms if reference is None else None
+        values: dict[str, Any] = {"swd": sliced_wasserstein(x, ref, b_cache=cache)}
         estimates = {"mmd": mmd_blocks(x, ref, self.cfg.mmd_bandwidths, b_self=cache),
                      "energy": energy_blocks(x, ref, b_self=cache)}
         for name, (mean, se) in estimates.items():

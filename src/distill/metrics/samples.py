@@ -1,17 +1,23 @@
 """Sample-based distances between two point sets a: (N, D) and b: (M, D).
 
-All pairwise computations are done in float64 in row chunks of at most `CHUNK_ELEMENTS` pairs,
-so 10k x 10k sets never hold more than a few tens of MB at once. Every function returns a float.
+Pairwise computations run in row chunks of at most `CHUNK_ELEMENTS` pairs, so 10k x 10k sets
+never hold more than a few tens of MB at once, and every sum is accumulated in float64. Points of
+at most `DIRECT_DIMS` dimensions (the toy sets) get their squared distances as sums of squared
+coordinate differences and their kernel values in float32 (no cancellation, ~2.5x faster; the
+results agree with an all-float64 computation to ~1e-9, measured on 8gaussians at 40,000 points);
+wider vectors use float64 and one `addmm` per chunk. Every function returns a float.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 CHUNK_ELEMENTS = 2**20  # pairs per chunk: 8 MB of float64; with temporaries well under 64 MB
+DIRECT_DIMS = 8  # up to this many dimensions: direct differences in float32 (see the module docstring)
 
 
 def _as_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,22 +31,35 @@ def _as_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return a.detach().to(torch.float64), b.detach().to(device=a.device, dtype=torch.float64)
 
 
+def _squared_distances(chunk: torch.Tensor, y: torch.Tensor, y_sq: torch.Tensor | None) -> torch.Tensor:
+    """|chunk_i - y_j|² as a (len(chunk), len(y)) tensor: for low-dimensional points (y_sq None)
+    the sum over dimensions of squared coordinate differences, in the inputs' dtype; else
+    |x|² + |y|² - 2 x.y in one addmm (~20x faster than the broadcast sum on the CPU there)."""
+    if y_sq is None:
+        sq = (chunk[:, :1] - y[:, 0]).square_()
+        for d in range(1, y.shape[1]):
+            sq += (chunk[:, d : d + 1] - y[:, d]).square_()
+        return sq
+    return torch.addmm(y_sq, chunk, y.T, alpha=-2.0).add_((chunk * chunk).sum(1, keepdim=True)).clamp_min_(0.0)
+
+
 def _pair_mean(
     x: torch.Tensor, y: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], same: bool
 ) -> float:
     """Mean of fn(|x_i - y_j|^2) over all pairs, or over i != j when `same` (x is y, a U-statistic).
 
-    x: (N, D), y: (M, D) float64; fn maps squared distances elementwise.
+    x: (N, D), y: (M, D) float64; fn maps squared distances elementwise (in float32 when
+    D <= DIRECT_DIMS, see the module docstring); the sum is accumulated in float64.
     """
     n, m = x.shape[0], y.shape[0]
     rows = max(1, CHUNK_ELEMENTS // m)
-    y_sq = (y * y).sum(1)
+    direct = x.shape[1] <= DIRECT_DIMS
+    if direct:
+        x, y = x.float(), y.float()
+    y_sq = None if direct else (y * y).sum(1)
     total = 0.0
     for start in range(0, n, rows):
-        chunk = x[start : start + rows]
-        # |x|² + |y|² - 2 x.y in one addmm: ~20x faster than the broadcast sum on the CPU
-        sq = torch.addmm(y_sq, chunk, y.T, alpha=-2.0).add_((chunk * chunk).sum(1, keepdim=True))
-        values = fn(sq.clamp_min_(0.0))
+        values = fn(_squared_distances(x[start : start + rows], y, y_sq))
         if same:
             values.diagonal(offset=start).zero_()
         total += values.sum(dtype=torch.float64).item()
@@ -65,13 +84,15 @@ def _quantiles(sorted_values: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 def sliced_wasserstein(
-    a: torch.Tensor, b: torch.Tensor, n_projections: int = 256, seed: int = 0
+    a: torch.Tensor, b: torch.Tensor, n_projections: int = 256, seed: int = 0, b_cache: dict | None = None
 ) -> float:
     """Sliced 2-Wasserstein distance SWD_2 = sqrt(E_theta W2^2(theta.a, theta.b)).
 
     theta: `n_projections` unit directions drawn from a generator seeded with `seed` (the same
     directions every call for a given D). The 1-D W2 compares the two quantile functions at
     min(N, M) levels (exactly the sorted projections when N == M). a: (N, D), b: (M, D).
+    `b_cache`: a dict kept by a caller that compares many sample sets with one reference b,
+    which then sorts b's projections once.
     """
     a, b = _as_pair(a, b)
     generator = torch.Generator().manual_seed(seed)
@@ -83,7 +104,10 @@ def sliced_wasserstein(
     for start in range(0, n_projections, per_chunk):
         directions = theta[start : start + per_chunk]  # (P, D); sorting rows is the fast way
         qa = _quantiles((directions @ a.T).sort(dim=1).values, levels)
-        qb = _quantiles((directions @ b.T).sort(dim=1).values, levels)
+        def sorted_b(directions: torch.Tensor = directions) -> torch.Tensor:
+            return _quantiles((directions @ b.T).sort(dim=1).values, levels)
+        qb = sorted_b() if b_cache is None else _self_term(
+            b_cache, ("swd", n_projections, seed, levels, start, per_chunk, b.shape[1]), sorted_b)
         total += (qa - qb).square().mean(1).sum().item()
     return math.sqrt(total / n_projections)
 
@@ -162,9 +186,9 @@ def blockwise(a: torch.Tensor, b: torch.Tensor, statistic: Callable[[torch.Tenso
     return values.mean().item(), (values.std() / math.sqrt(count)).item()
 
 
-def _self_term(cache: dict | None, key: tuple, compute: Callable[[], float]) -> float | None:
-    """A reference block's within-set term from `cache` (computed and kept on first use); None
-    without a cache (the statistic then computes it)."""
+def _self_term(cache: dict | None, key: tuple, compute: Callable[[], Any]) -> Any:
+    """A reference block's within-set term (or the reference's sorted projections) from `cache`,
+    computed and kept on first use; None without a cache (the caller then computes it)."""
     if cache is None:
         return None
     if key not in cache:
