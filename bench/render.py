@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/render.py [--out runs/bench-render] [--seeds 0 1 2]
 
-Runs the shipped recipes `sds` (DreamFusion) and `vsd-render` (ProlificDreamer) at each seed,
-and `sds` without guidance (`method.guidance=1`, its ablation) at the first seed, and writes
-one table into BENCHMARKS.md between the render markers: per recipe the renders' class
-accuracy, KID × 1000, FID, recall and within-class spread as mean ± std over seeds, with the
+Runs the shipped recipes `sds` (DreamFusion), `vsd-render` (ProlificDreamer) and `prd`
+(progressive rendering distillation, a generator sampled in 4 passes) at each seed, and `sds`
+without guidance (`method.guidance=1`, its ablation) at the first seed, and writes one table
+into BENCHMARKS.md between the render markers: per recipe the renders' class accuracy, KID
+(the library's, in the feature classifier's features), FID, recall and within-class spread as
+mean ± std over seeds, with the
 initial splats and the teacher's own 16-step samples (from the first run) as references.
 The MLP digits teacher (configs/digits/teacher-digits-mlp.yaml) is trained once and cached.
 """
@@ -27,6 +29,8 @@ RECIPES = (
     ("**sds** (guidance 7.5)", "sds-digits", [], True),
     ("sds without guidance (guidance 1)", "sds-digits", ["method.guidance=1"], False),
     ("**vsd-render** (guidance 7.5, fake score from the teacher)", "vsd-render-digits", [], True),
+    ("**prd** (a generator: 4 training parts, 4 sampling passes)", "prd-digits", [], True),
+    ("prd, one part and one pass (`method.parts=1`)", "prd-digits", ["method.parts=1", "student.sample_steps=1"], True),
 )
 METRICS = (("class_accuracy", 100.0, 0, "class accuracy %"), ("kid", 1.0, 1, "KID"),
            ("fid", 1.0, 1, "FID"), ("recall", 1.0, 3, "recall"), ("spread", 1.0, 3, "spread"))
@@ -64,7 +68,8 @@ def main() -> None:
     body = "\n".join([
         "## Score distillation into a renderer (digits, 12 splats per image, 40 renders)", "",
         provenance(command), "",
-        "Each render's parameters are optimised through the frozen MLP digits teacher for 500 steps; "
+        "Each render's parameters are optimised through the frozen MLP digits teacher for 500 steps "
+        "(sds, vsd-render), or a generator trained for 1000 steps renders them from noise (prd); "
         "the renders are scored against held-out digits (KID, FID, recall) and by the feature "
         "classifier (class accuracy of the prompted class); spread is the mean pixel distance "
         "between renders of one class.", "", *lines])

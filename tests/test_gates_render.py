@@ -3,7 +3,8 @@
 (configs/digits/sds-digits.yaml, the MLP teacher recipe). Scored on the 40 renders: the digits
 feature classifier's reading of the prompted class, and KID in its features against the
 held-out images (with its 95% jackknife interval); for `vsd-render` (ProlificDreamer),
-the diversity of one class's renders: recall, and `spread` (their mean pixel distance)."""
+the diversity of one class's renders: recall, and `spread` (their mean pixel distance); for
+`prd` (progressive rendering distillation), a generator of renders against per-sample SDS."""
 
 from __future__ import annotations
 
@@ -103,3 +104,51 @@ def test_sds_gate_through_the_unet_teacher(root):
     """Not tuned here: the UNet digits teacher (its recipe at 800 steps) in place of the MLP.
     Class accuracy 100%; KID 129.6 (95% 37.4-221.8) against 341.2 (244.0-438.5) without guidance."""
     check_sds(root, ("teacher.config=teacher-digits.yaml", "teacher.overrides=[train.steps=800]"))
+
+
+
+def check_prd(root: str, base: tuple[str, ...] = ()) -> None:
+    """PRD's generator, trained by score distillation alone, renders new prompts in 4 forward
+    passes (no teacher call, no optimisation) that show their class (>= 90%, from the untrained
+    generator's chance level) at <= 1.3x the FID of per-sample SDS at the same seed and number
+    of renders; SDS spends 500 optimisation steps of the guided teacher on each render."""
+    prd, sds = render_rows(root, base, "prd"), render_rows(root, base)["renders"]
+    assert prd["renders"]["class_accuracy"] >= 0.9 and prd["initial"]["class_accuracy"] <= 0.25
+    assert prd["renders"]["fid"] <= 1.3 * sds["fid"]
+
+
+@pytest.mark.gate("prd")
+def test_prd_generator_renders_the_class_in_four_passes_near_per_sample_sds(root):
+    """40 renders, 1000 steps, seeds 0 / 1 / 2: class accuracy 100% at every seed; FID 86.3 /
+    92.8 / 107.1 against SDS's 98.3 / 93.0 / 113.4 (0.88x / 1.00x / 0.94x). At 200 renders
+    (student.per_class=20, which also draws other initial weights): 129.3 / 94.0 / 101.5 against
+    90.0-92.1 (1.40x / 1.06x / 1.13x; the mean 1.20x): the seed-to-seed spread of the
+    generator's FID is wide. Its renders of one class are alike (spread 0.20 against SDS's
+    1.69, recall 0): amortised SDS seeks the teacher's mode as per-sample SDS does."""
+    check_prd(root)
+
+
+@pytest.mark.slow
+def test_prd_gate_at_another_seed(root):
+    """Seed 1: FID 92.8 against SDS's 93.0."""
+    check_prd(root, ("train.seed=1",))
+
+
+MANY = ("student.per_class=20",)  # 200 renders: FID at 40 moves by ~10 between seeds
+
+
+def mean_fid(root: str, method: str, variant: tuple[str, ...]) -> float:
+    fids = [render_rows(root, (*variant, f"train.seed={seed}"), method)["renders"]["fid"] for seed in range(3)]
+    return sum(fids) / len(fids)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "the progressive training does not beat its one-part ablation at this scale: at 200 renders "
+    "one-step amortised SDS (method.parts=1, sampled in 1 pass) scores FID 95.4 / 104.4 / 103.1 "
+    "at seeds 0 / 1 / 2 (mean 101.0) against PRD's 4-part, 4-pass 129.3 / 94.0 / 101.5 (mean "
+    "108.3); a 12-splat 8x8 render needs no refinement steps. The paper's gain is on triplanes "
+    "decoded from Stable Diffusion latents"))
+def test_prd_progressive_steps_beat_the_one_step_amortised_generator(root):
+    one_part = ("method.parts=1", "student.sample_steps=1")
+    assert mean_fid(root, "prd", MANY) <= 0.9 * mean_fid(root, "prd", (*MANY, *one_part))

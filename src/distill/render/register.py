@@ -1,3 +1,3 @@
 """Registers the render family: its task, score-distillation methods and renderers."""
 
-from distill.render import methods, splats, task  # noqa: F401
+from distill.render import generator, methods, splats, task  # noqa: F401

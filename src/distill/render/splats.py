@@ -40,24 +40,37 @@ class GaussianSplats(nn.Module):
         self.centres = nn.Parameter((torch.rand(prompts, splats, 2, generator=generator) * 2 - 1) * spread)
         self.log_scales = nn.Parameter(torch.full((prompts, splats), math.log(init_scale)))
         self.opacity_logits = nn.Parameter(torch.zeros(prompts, splats))
-        ys = (torch.arange(height) + 0.5) * (2 / height) - 1
-        xs = (torch.arange(width) + 0.5) * (2 / width) - 1
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        self.register_buffer("pixels", torch.stack([xx, yy], -1).reshape(-1, 2), persistent=False)
+        self.register_buffer("pixels", pixel_grid(height, width), persistent=False)
 
     def forward(self, index: Tensor | None = None) -> Tensor:
         """Renders of the prompts in `index` (all when None): (len(index), C, H, W)."""
         centres, log_scales, opacity = self.centres, self.log_scales, self.opacity_logits
         if index is not None:
             centres, log_scales, opacity = centres[index], log_scales[index], opacity[index]
-        mean = torch.tanh(centres)  # (P, K, 2)
-        d2 = ((self.pixels[None, None] - mean[:, :, None]) ** 2).sum(-1)  # (P, K, H*W)
-        var = torch.exp(2 * log_scales)[..., None]
-        coverage = torch.sigmoid(opacity)[..., None] * torch.exp(-d2 / (2 * var))
-        alpha = 1 - torch.prod(1 - coverage, dim=1)  # (P, H*W)
-        channels, height, width = self.shape
-        image = (2 * alpha - 1).reshape(-1, 1, height, width)
-        return image.expand(-1, channels, -1, -1)
+        return render_splats(centres, log_scales, opacity, self.pixels, self.shape)
+
+
+def pixel_grid(height: int, width: int) -> Tensor:
+    """Pixel centres in the image square [-1, 1]², (H*W, 2) as (x, y), row-major."""
+    ys = (torch.arange(height) + 0.5) * (2 / height) - 1
+    xs = (torch.arange(width) + 0.5) * (2 / width) - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], -1).reshape(-1, 2)
+
+
+def render_splats(centres: Tensor, log_scales: Tensor, opacity_logits: Tensor, pixels: Tensor,
+                  shape: tuple[int, int, int]) -> Tensor:
+    """Images (P, C, H, W) in [-1, 1] from unconstrained splat parameters: centres (P, K, 2)
+    (tanh into the image square), log_scales (P, K), opacity_logits (P, K); `pixels` from
+    `pixel_grid`. A pixel is the alpha composite 1 - prod_k (1 - o_k G_k(p)), mapped to [-1, 1]."""
+    mean = torch.tanh(centres)  # (P, K, 2)
+    d2 = ((pixels[None, None] - mean[:, :, None]) ** 2).sum(-1)  # (P, K, H*W)
+    var = torch.exp(2 * log_scales)[..., None]
+    coverage = torch.sigmoid(opacity_logits)[..., None] * torch.exp(-d2 / (2 * var))
+    alpha = 1 - torch.prod(1 - coverage, dim=1)  # (P, H*W)
+    channels, height, width = shape
+    image = (2 * alpha - 1).reshape(-1, 1, height, width)
+    return image.expand(-1, channels, -1, -1)
 
 
 @MODELS.register("gaussian-splats", summary="differentiable 2-D Gaussian-splat renderer, K splats per "

@@ -37,7 +37,6 @@ from distill.export_dir import (
     write_text_atomic,
 )
 from distill.registry import METHODS, MODELS, TASKS
-from distill.render.splats import GaussianSplats, GaussianSplatsConfig
 from distill.report.compare import MISSING, format_metric, percent
 from distill.report.html import write_report
 from distill.report.plots import image_grid
@@ -54,9 +53,11 @@ def build_render(cfg: Any) -> Built:
     """Data, the frozen class-conditional teacher (checked against the data) and the method
     holding a freshly initialised renderer, for a validated render config."""
     method_cls = METHODS.get(cfg.method.name)
-    if not isinstance(cfg.student, GaussianSplatsConfig):
-        raise ConfigError(f"method {cfg.method.name!r} optimises a renderer: student.name must be "
-                          f"gaussian-splats, not {cfg.student.name!r}")
+    renderers = getattr(method_cls, "renderers", ())
+    if not isinstance(cfg.student, renderers):
+        names = " or ".join(repr(r.model_fields["name"].default) for r in renderers)
+        raise ConfigError(f"method {cfg.method.name!r} trains a renderer: student.name must be "
+                          f"{names}, not {cfg.student.name!r}")
     data = cfg.data.build()
     if not data.is_image or data.num_classes is None:
         raise DataError(f"method {cfg.method.name!r} renders prompted classes of images; data "
@@ -73,7 +74,7 @@ def build_render(cfg: Any) -> Built:
     return Built(data, teacher, meta, method)
 
 
-def save_renderer(directory: Path, renderer: GaussianSplats, cfg: GaussianSplatsConfig,
+def save_renderer(directory: Path, renderer: nn.Module, cfg: Any,
                   num_classes: int, **meta: Any) -> Path:
     """Write the renderer's parameters, metadata and a PNG of its renders atomically."""
     with staged_directory(directory) as staging:
@@ -90,7 +91,7 @@ def save_renderer(directory: Path, renderer: GaussianSplats, cfg: GaussianSplats
     return Path(directory)
 
 
-def load_renderer(directory: Path) -> tuple[GaussianSplats, dict[str, Any]]:
+def load_renderer(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The exported renderer (frozen) and its metadata."""
     directory = Path(directory)
     path = directory / META_FILE

@@ -1,3 +1,3 @@
 """Render methods: score distillation objectives, one file each."""
 
-from distill.render.methods import sds, vsd  # noqa: F401
+from distill.render.methods import prd, sds, vsd  # noqa: F401

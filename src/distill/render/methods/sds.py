@@ -20,7 +20,7 @@ teacher (the teacher is the library's digits model).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from distill.method import Method, MethodConfig, ParamGroup
 from distill.registry import METHODS
+from distill.render.splats import GaussianSplatsConfig
 from distill.train.batches import Batch
 
 
@@ -79,6 +80,7 @@ class ScoreDistillationMethod(Method):
 
     family = "render"
     Config = ScoreDistillationConfig
+    renderers: ClassVar[tuple[type, ...]] = (GaussianSplatsConfig,)  # the student configs it optimises
 
     def __init__(self, cfg: ScoreDistillationConfig, student: Any, teacher: Any, **_: Any) -> None:
         super().__init__()
