@@ -37,7 +37,6 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from distill.method import ParamGroup
 from distill.registry import METHODS
 from distill.render.generator import (
     SplatGenerator,
@@ -49,6 +48,7 @@ from distill.render.methods.sds import (
     ScoreDistillationConfig,
     ScoreDistillationMethod,
     distillation_surrogate,
+    noise_renders,
     time_weight,
 )
 from distill.train.batches import Batch
@@ -88,11 +88,7 @@ class PRD(ScoreDistillationMethod):
     Config = PRDConfig
     cfg: PRDConfig
     student: SplatGenerator
-
     renderers = (SplatGeneratorConfig,)
-
-    def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("student", self.student.parameters())]
 
     def forward(self, batch: Batch, group: str, step: int) -> dict[str, Tensor]:
         gen, cfg = self.student, self.cfg
@@ -100,17 +96,13 @@ class PRD(ScoreDistillationMethod):
         labels = torch.randint(0, self.teacher.num_classes, (cfg.batch,), device=device)
         latent = torch.randn(cfg.batch, *gen.noise.shape[1:], device=device)
         schedule = self.teacher.schedule
-        shape = (-1, 1, 1, 1)
         losses: dict[str, Tensor] = {}
         for part in range(cfg.parts):
             t = part_time(part, cfg.parts, cfg.batch, device)
             z_t = latent_alpha(t)[:, None, None] * latent + latent_sigma(t)[:, None, None] * torch.randn_like(latent)
             predicted = gen.predict_latent(z_t, t, labels)
             x = gen.decode(predicted)
-            low, high = teacher_window(cfg, part)
-            tau = low + (high - low) * torch.rand(cfg.batch, device=device)
-            eps = torch.randn_like(x)
-            x_tau = schedule.alpha(tau).view(shape) * x + schedule.sigma(tau).view(shape) * eps
+            x_tau, tau, eps = noise_renders(schedule, x, *teacher_window(cfg, part))
             with torch.no_grad():
                 eps_hat = self.teacher.eps(x_tau.detach(), tau, labels, guidance=cfg.guidance)
             gradient = time_weight(schedule, tau, cfg.weighting, x) * (eps_hat - eps)
