@@ -1,7 +1,7 @@
 """Benchmark: each toy student's ≡ teacher NFE at the CI gates' settings, over seeds, beside
 its ablation: the "key effects" of the step-distillation methods.
 
-    .venv/bin/python bench/gate_nfe.py [--out runs/bench-gate-nfe] [--seeds 0 1 2] [--methods ...] [--no-write]
+    .venv/bin/python bench/gate_nfe.py [--out runs/bench-gate-nfe] [--seeds 0 1 2] [--methods ...] [--update] [--no-write]
 
 Every step-distillation recipe on 8gaussians (multi-student and dmd-decoupled: on the 2-class
 teacher, 8gaussians-2classes), shortened as its CI gate runs it (tests/test_gates_toy2d.SHORT),
@@ -10,7 +10,9 @@ teacher at 1-64 steps: per seed, the student's MMD² and its ≡ teacher NFE (th
 teacher NFE not significantly worse than it), and the same at the first seed with the method's
 key mechanism switched off (tests/test_gates_toy2d.ABLATIONS). A gate "the student matches the
 teacher at >= K NFE, its ablation does not" is set from these. Writes BENCHMARKS.md's gate-nfe
-section (`--no-write`: print only, e.g. to fill the run cache from several processes).
+section (`--no-write`: print only, e.g. to fill the run cache from several processes;
+`--update`: replace only the rows of `--methods` in the section, which then names the
+invocation each group of rows comes from).
 """
 
 from __future__ import annotations
@@ -46,12 +48,43 @@ def rows_by_steps(method: str, seed: int, out, extra: tuple[str, ...] = ()) -> d
     return found
 
 
+def method_of(row: str) -> str:
+    return row.split("|")[1].strip()
+
+
+def merged_rows(text: str, lines: list[str], methods: list[str], made: str) -> tuple[list[str], str]:
+    """`lines` (header, separator, the rows of `methods`) merged into the gate-nfe section of
+    `text` (BENCHMARKS.md):
+    the rows of other methods kept, everything in the benchmark's method order, and the
+    provenance naming both invocations. One level: a section updated before can be updated
+    again only with (at least) the methods it was updated with."""
+    if BEGIN not in text:
+        return lines, made
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    line = next(x for x in block.splitlines() if x.startswith(("Command:", "Rows of ")))
+    if line.startswith("Rows of "):
+        before = line[len("Rows of "):].split(":", 1)[0].split(", ")
+        if not set(before) <= set(methods):
+            raise SystemExit(f"the gate-nfe section already has rows of {', '.join(before)} from an "
+                             "update; pass them in --methods too, or rerun the whole table")
+        line = line.split(" The other rows: ", 1)[1]
+    earlier = line.split(" Seeds ", 1)[0]
+    kept = [x for x in block.splitlines() if x.startswith("| ") and not x.startswith("| method |")
+            and method_of(x) not in methods]
+    fresh = lines[2:]
+    rows = [x for m in METHODS for x in (fresh if m in methods else kept) if method_of(x) == m]
+    rows += [x for x in kept if method_of(x) not in METHODS]
+    return lines[:2] + rows, f"Rows of {', '.join(methods)}: {made} The other rows: {earlier}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=lambda p: REPO / p, default=REPO / "runs" / "bench-gate-nfe")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--no-write", action="store_true", help="print the rows, leave BENCHMARKS.md alone")
+    parser.add_argument("--update", action="store_true", help=(
+        "replace only the rows of --methods in BENCHMARKS.md's section, keep the others and their provenance"))
     args = parser.parse_args()
     lines = ["| method | student steps | gate settings | MMD² per seed | ≡ teacher NFE per seed | ablation (seed "
              f"{args.seeds[0]}) | its MMD² | its ≡ teacher NFE |", "|---|---|---|---|---|---|---|---|"]
@@ -71,9 +104,12 @@ def main() -> None:
     if args.no_write:
         return
     command = "python " + " ".join(["bench/gate_nfe.py", *sys.argv[1:]])
+    made = provenance(command)
+    if args.update:
+        lines, made = merged_rows((REPO / "BENCHMARKS.md").read_text(), lines, args.methods, made)
     write_block(BEGIN, END, (
         "## ≡ teacher NFE at the CI gates' settings, and the key mechanisms' ablations (8gaussians)\n\n"
-        f"{provenance(command)} Seeds {', '.join(map(str, args.seeds))}; each recipe shortened as "
+        f"{made} Seeds {', '.join(map(str, args.seeds))}; each recipe shortened as "
         "its gate runs it (`tests/test_gates_toy2d.SHORT`; multi-student and dmd-decoupled on the "
         "2-class teacher); MMD² (RBF at 0.05 and 1) over 40,000 samples; ≡ teacher NFE: the "
         "cheapest teacher NFE (1–64 Euler steps) whose 95% interval is not worse than the "

@@ -170,3 +170,18 @@ def test_every_render_benchmark_recipe_validates_with_its_overrides():
         cfg = load_config(REPO / "configs" / "digits" / f"{recipe}.yaml", overrides)
         assert cfg.student.name in ("gaussian-splats", "splat-generator"), recipe
         assert cfg.method.name in ("sds", "vsd-render", "prd"), recipe
+
+
+def test_gate_nfe_update_replaces_only_its_methods_rows_and_names_both_invocations():
+    bench = importlib.import_module("gate_nfe")
+    header = ["| method | student steps | x |", "|---|---|---|"]
+    old = "\n".join([bench.BEGIN, "## title", "", "Command: `old` (code aaa). Seeds 0, 1, 2; text", "",
+                     *header, "| ode-pairs | 1 | old |", "| dmd2 | 1 | old |", "| vsd | 1 | old |", bench.END])
+    lines, made = bench.merged_rows(old, [*header, "| dmd2 | 1 | new |"], ["dmd2"], "Command: `new` (code bbb).")
+    assert lines == [*header, "| ode-pairs | 1 | old |", "| dmd2 | 1 | new |", "| vsd | 1 | old |"]
+    assert made == "Rows of dmd2: Command: `new` (code bbb). The other rows: Command: `old` (code aaa)."
+    twice = old.replace("Command: `old` (code aaa).", made)
+    with pytest.raises(SystemExit, match="dmd2"):
+        bench.merged_rows(twice, [*header, "| vsd | 1 | new |"], ["vsd"], "Command: `newer`.")
+    lines, made = bench.merged_rows(twice, [*header, "| dmd2 | 1 | n2 |", "| vsd | 1 | n2 |"], ["dmd2", "vsd"], "C.")
+    assert made == "Rows of dmd2, vsd: C. The other rows: Command: `old` (code aaa)."
