@@ -27,7 +27,7 @@ from distill.report.compare import format_estimate, format_ms, format_speedup
 from distill.report.plots import metric_vs_nfe
 
 METHODS = ("ode-pairs", "progressive", "arcflow", "cd", "mcd", "tscd", "slam", "scm", "reflow", "instaflow", "slimflow", "meanflow",
-           "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "disback",
+           "flow-map", "mdt", "boot", "dmd", "dmd2", "sid", "vsd", "f-distill", "dmd-phased", "tdm", "tmd", "disback",
            "twinflow", "multi-student", "dmd-decoupled", "dmd-flash")
 # further recipes of a method, run after its own: configs/toy2d/<variant>-<dataset>.yaml (the
 # small multi-students and their one-student baseline of the same size; SiD from random weights

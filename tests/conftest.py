@@ -62,6 +62,7 @@ HEAVY_FILES = (
     "test_gates_reward.py",  # ~200 s (dmd-flash: the joint run and its reward-alone branch)
     "test_gates_pso.py",  # ~150 s: trains the 2-step DMD2 student it tunes
     "test_gates_dmd_variants.py",  # ~260 s, trains the 2-class teacher
+    "test_gates_tmd.py",  # ~90 s (tmd and its frozen-fake ablation)
     "test_gates_rectified_flow.py",  # ~230 s
     "test_gates_kd_teachers.py",  # ~80 s, trains the mnist1d teacher
     "test_gates_render.py",  # ~60 s: trains the MLP digits teacher and the feature classifier

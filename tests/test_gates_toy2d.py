@@ -85,9 +85,15 @@ def resolved_eval(method: str, dataset: str, root: str, variant: tuple[str, ...]
     cfg = load_config(CONFIGS / f"{method}-{dataset}.yaml",
                       ["train.progress=false", "eval.nfe=[1,2,4,8,16,32,64]", "eval.timing_repeats=0",
                        *([] if recipe_length else SHORT.get(method, [])), *variant])
-    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant) + ("-recipe" if recipe_length else "")
-    result = run(cfg, Path(root) / f"resolved-{method}-{dataset}{tag}")
+    result = run(cfg, resolved_dir(method, dataset, root, variant, recipe_length))
     return json.loads((result.run_dir / "eval.json").read_text())
+
+
+def resolved_dir(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
+                 recipe_length: bool = False) -> Path:
+    """The run directory of `resolved_eval`'s run (its export: `student/`)."""
+    tag = "".join("-" + re.sub(r"\W+", "", o) for o in variant) + ("-recipe" if recipe_length else "")
+    return Path(root) / f"resolved-{method}-{dataset}{tag}"
 
 
 def resolved_rows(method: str, dataset: str, root: str, variant: tuple[str, ...] = (),
@@ -125,7 +131,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "reflow": ("method.teacher_steps=4",), "instaflow": ("method.reflow_fraction=0.02",),
     "boot": ("method.delta=0.5",), "flow-map": ("method.flow_ratio=1.0",), "meanflow": ("method.flow_ratio=1.0",),
     "dmd": ("method.regression_weight=0",), "dmd2": ("method.fake_updates=1",), "sid": FROZEN_FAKE,
-    "vsd": FROZEN_FAKE, "f-distill": FROZEN_FAKE, "tdm": FROZEN_FAKE, "disback": FROZEN_FAKE,
+    "vsd": FROZEN_FAKE, "f-distill": FROZEN_FAKE, "tdm": FROZEN_FAKE, "tmd": FROZEN_FAKE, "disback": FROZEN_FAKE,
     "twinflow": ("method.rectify_weight=0",), "multi-student": FROZEN_FAKE,
     # slam's own mechanism (the sub-path; off, it is cd) does not help here (its gate says so),
     # so its fast gate is against its undistilled self

@@ -62,6 +62,9 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
         one_time_into_two = mine["two_time"] and not theirs["two_time"]
         one_into_experts = mine["experts"] > 1 and theirs["experts"] == 1
         one_into_policy = mine["policy_components"] > 0 and not theirs["policy_components"]
+        one_into_head = mine.get("flow_head", 0) > 0 and not theirs.get("flow_head", 0)
+        if one_into_head:  # the trunk and head start as the teacher's layers (tmd)
+            theirs["flow_head"], theirs["inner_steps"] = mine["flow_head"], mine["inner_steps"]
         if one_into_policy:  # every component's mean starts as the teacher's velocity
             theirs["policy_components"] = mine["policy_components"]
         if one_time_into_two:
@@ -81,6 +84,8 @@ def build_student(cfg: Any, data: ArrayData, teacher: Denoiser | None,
             student.net.load_single_state(teacher.net.state_dict())
         elif one_into_policy:
             student.net.load_one_output_state(teacher.net.state_dict())
+        elif one_into_head:
+            student.net.load_plain_state(teacher.net.state_dict())
         else:
             student.net.load_state_dict(teacher.net.state_dict())
     return student

@@ -6,22 +6,14 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from distill.diffusion.momentum_policy import initial_rates, packed_size
 from distill.models.base import ModelConfig
+from distill.models.flow_head import FlowHeadMLP
+from distill.models.time_embedding import sinusoidal_embedding
 from distill.registry import MODELS
-
-
-def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 1000.0, scale: float = 1000.0) -> Tensor:
-    """Transformer-style embedding of t: (B,) in [0, 1] -> (B, dim) (Vaswani et al. 2017): sines
-    and cosines of scale * t at frequencies 1 down to 1 / max_period."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
-    # float32 at least (a bf16 t would round the angles), float64 kept (exact derivative checks)
-    angles = scale * t[:, None].to(torch.promote_types(t.dtype, torch.float32)) * freqs[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
 class TimeMLP(nn.Module):
@@ -103,9 +95,27 @@ class MLPConfig(ModelConfig):
     depth: int = Field(4, gt=0)
     time_dim: int = Field(32, gt=0, multiple_of=2)
     activation: Literal["silu", "relu", "gelu"] = "silu"
+    flow_head: int = Field(0, ge=0, description=(
+        "L > 0: the last L hidden layers and the output layer form a flow head run "
+        "`inner_steps` times per call on the trunk's features (tmd students, "
+        "`distill.models.flow_head`); initialised from a plain teacher, it starts as the teacher"))
+    inner_steps: int = Field(1, ge=1, le=64, description="the flow head's inner Euler steps per call")
     supports_two_time: ClassVar[bool] = True
     supports_policy: ClassVar[bool] = True
 
+    @model_validator(mode="after")
+    def _flow_head(self) -> MLPConfig:
+        if self.flow_head and (self.two_time or self.policy_components or self.experts > 1):
+            raise ValueError("flow_head > 0 does not combine with two_time, policy_components or experts > 1")
+        if self.flow_head >= self.depth:
+            raise ValueError(f"flow_head takes 1 to depth - 1 = {self.depth - 1} hidden layers, not {self.flow_head}")
+        if self.inner_steps > 1 and not self.flow_head:
+            raise ValueError("inner_steps > 1 needs a flow head (flow_head > 0)")
+        return self
+
     def build(self, shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+        if self.flow_head:
+            return FlowHeadMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes,
+                               self.time_scale, self.flow_head, self.inner_steps)
         return TimeMLP(shape, self.hidden, self.depth, self.time_dim, self.activation, num_classes,
                        self.two_time, self.time_scale, self.policy_components)

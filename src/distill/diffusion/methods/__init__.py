@@ -19,5 +19,6 @@ from distill.diffusion.methods import (  # noqa: F401
     slam,
     tdm,
     teacher,
+    tmd,
     twinflow,
 )
